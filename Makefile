@@ -1,0 +1,24 @@
+# Two entry points for a fresh machine: `make run` (embedded default on a sample clip) and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+OUT ?= out
+
+.PHONY: run test bench clean
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
+	touch $@
+
+run: $(VENV)/.installed
+	$(VENV)/bin/vqmon sample $(OUT)/sample
+	$(VENV)/bin/vqmon score $(OUT)/sample/distorted.mp4 --ref $(OUT)/sample/reference.mp4 --out $(OUT)/results
+
+test: $(VENV)/.installed
+	$(VENV)/bin/pytest -q
+
+bench: $(VENV)/.installed
+	$(PY) bench/score_throughput.py
+
+clean:
+	rm -rf $(OUT) $(VENV)
