@@ -1,0 +1,114 @@
+"""Quality weights on disk: safetensors with metadata, sha256 of the file, strict loading, the shipped manifest.
+
+What training produces is a full model state dict (backbone included). It is written as
+safetensors (no pickle) with string metadata (model, variant, training info as JSON). Reading
+also accepts torch files, loaded with `weights_only=True`, bare or wrapped as `{'params': sd}` /
+`{'state_dict': sd}`. A checkpoint that does not fit the model fails with one error naming the
+file and every missing, unexpected or mis-shaped key.
+
+`models/weights/manifest.json` lists the weights shipped with the package: one entry per
+(name, variant) with its file (relative to that folder), sha256, training data, teacher, steps
+and metrics. `default_entry` resolves it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+WEIGHTS_DIR = Path(__file__).with_name("weights")
+MANIFEST = WEIGHTS_DIR / "manifest.json"
+_WRAPPERS = ("params", "state_dict")
+
+
+class WeightsError(RuntimeError):
+    """A checkpoint that cannot be read or does not fit the model."""
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors of a safetensors or torch checkpoint (torch: `weights_only=True`, wrappers unpacked), on CPU."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weights file not found: {path}")
+    if path.suffix == ".safetensors":
+        return load_file(str(path))
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # unpicklable or corrupt: say which file
+        raise WeightsError(f"cannot read {path} as a weights_only torch checkpoint: {e}") from e
+    for key in _WRAPPERS:
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise WeightsError(f"{path} does not hold a state dict of tensors")
+    return obj
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The string metadata of a safetensors file ({} for torch files)."""
+    if Path(path).suffix != ".safetensors":
+        return {}
+    with safe_open(str(path), framework="pt") as f:
+        return dict(f.metadata() or {})
+
+
+def load_strict(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str | Path) -> None:
+    """`load_state_dict(strict=True)`, but one error listing every missing, unexpected and mis-shaped key."""
+    own = model.state_dict()
+    missing = sorted(own.keys() - state_dict.keys())
+    unexpected = sorted(state_dict.keys() - own.keys())
+    mismatched = sorted(
+        f"{k}: file {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own.keys() & state_dict.keys()
+        if state_dict[k].shape != own[k].shape
+    )
+    if missing or unexpected or mismatched:
+        parts = [f"{len(v)} {label}: {', '.join(v)}" for label, v in
+                 (("missing", missing), ("unexpected", unexpected), ("mismatched", mismatched)) if v]
+        raise WeightsError(f"{source} does not fit {type(model).__name__}; " + "; ".join(parts))
+    model.load_state_dict(state_dict, strict=True)
+
+
+def save(model: nn.Module, path: str | Path, *, name: str, variant: str, training: dict | None = None) -> str:
+    """Write the model's state dict as safetensors with metadata; returns the file's sha256."""
+    tensors = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
+    meta = {"model": name, "variant": variant, "training": json.dumps(training or {}, sort_keys=True)}
+    save_file(tensors, str(path), metadata=meta)
+    return sha256_file(path)
+
+
+def load(model: nn.Module, path: str | Path, expected_sha256: str | None = None) -> str:
+    """Strictly load quality weights into `model`, check the hash if given, mark the model trained; returns the sha256."""
+    state_dict = read_state_dict(path)
+    digest = sha256_file(path)
+    if expected_sha256 is not None and digest != expected_sha256:
+        raise WeightsError(f"{path}: sha256 {digest} differs from the manifest's {expected_sha256}")
+    load_strict(model, state_dict, source=path)
+    model.weights_sha256 = digest
+    return digest
+
+
+def manifest_entries() -> list[dict]:
+    return json.loads(MANIFEST.read_text())["entries"]
+
+
+def default_entry(name: str, variant: str) -> dict | None:
+    """The shipped manifest entry of (name, variant), its `file` made absolute; None if none ships."""
+    for entry in manifest_entries():
+        if entry["name"] == name and entry["variant"] == variant:
+            return {**entry, "file": str(WEIGHTS_DIR / entry["file"])}
+    return None
