@@ -1,0 +1,164 @@
+"""`vqmon` command line. Exit codes: 0 ok, 2 bad usage or input (one line on stderr), 130 interrupted."""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import re
+import sys
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from monitor.errors import InputError
+
+err = Console(stderr=True)
+
+
+def parse_duration(text: str) -> float:
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min)?\s*", text)
+    if not m:
+        raise InputError(f"{text!r}: expected a duration like 2s, 500ms or 1m")
+    scale = {"ms": 0.001, "s": 1.0, None: 1.0, "m": 60.0, "min": 60.0}[m[2]]
+    value = float(m[1]) * scale
+    if value <= 0:
+        raise InputError(f"{text!r}: a duration must be positive")
+    return value
+
+
+def parse_window(text: str):
+    """'2s' → tumbling 2 s; '10s/1s' → sliding 10 s windows every 1 s."""
+    from monitor.windows import WindowSpec
+
+    size, _, hop = text.partition("/")
+    spec = WindowSpec(parse_duration(size), parse_duration(hop) if hop else None)
+    if spec.hop > spec.size_s:
+        raise InputError(f"--window {text}: the hop must not exceed the window size")
+    return spec
+
+
+def _sinks(out: str | None, fmt: str):
+    if out is None:
+        return []
+    if fmt == "jsonl":
+        from monitor.sinks.jsonl import JsonlSink
+
+        return [JsonlSink(out)]
+    if out == "-":
+        raise InputError("--out -: stdout takes --format jsonl only")
+    from monitor.sinks.parquet import ParquetSink
+
+    return [ParquetSink(out)]
+
+
+def cmd_score(args) -> int:
+    from monitor.pipeline import score_file
+    from monitor.sampling import Sampler
+
+    sampler = Sampler.parse(args.sample)
+    window = parse_window(args.window)
+    sinks = _sinks(args.out, args.format)
+    show = Console(stderr=args.out == "-")
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(),
+                  console=err, transient=True, disable=args.quiet) as progress:
+        task = progress.add_task(os.path.basename(args.video), total=None)
+
+        def advance(n: int) -> None:
+            progress.advance(task, n)
+
+        from monitor.sources import FileSource
+
+        with FileSource(args.video) as probe:  # validate early and size the bar
+            progress.update(task, total=probe.info.frames_estimate)
+        summary = score_file(args.video, ref=args.ref, ref_offset=args.ref_offset, sampler=sampler, window=window,
+                             sinks=sinks, device=args.device, batch_size=args.batch, on_progress=advance)
+    print_summary(summary, show, args.out)
+    return 0
+
+
+def print_summary(s, console: Console, out: str | None) -> None:
+    i = s.info
+    console.print(f"[bold]{s.source}[/]  {i.codec} {i.width}×{i.height} {i.pix_fmt}"
+                  f"{f' {i.fps:.3g} fps' if i.fps else ''}  · sampled {s.sampling}")
+    console.print(f"frames: {s.frames_seen} decoded, {s.frames_scored} scored in {s.elapsed_s:.1f} s "
+                  f"({s.fps:.1f} fps)")
+    table = Table(show_edge=False, header_style="bold")
+    for col in ("metric", "unit", "frames", "mean", "p5", "min", "max", "worst frame"):
+        table.add_column(col, justify="left" if col in ("metric", "unit", "worst frame") else "right")
+    for m in s.metrics:
+        table.add_row(m.metric, m.unit, str(m.count), _num(m.mean), _num(m.p5), _num(m.min), _num(m.max),
+                      f"#{m.worst_index} @ {m.worst_pts_s:.3f}s")
+    console.print(table)
+    for seg in s.segments:
+        console.print(f"[yellow]{seg.kind}[/]: {seg.start_s:.3f}–{seg.end_s:.3f} s (frames {seg.first_frame}–{seg.last_frame})")
+    if s.reference:
+        line = f"reference {s.reference}: {s.ref_paired} frames paired"
+        if s.ref_unpaired:
+            line += f", {s.ref_unpaired} without a reference"
+            if s.ref_ended_at is not None:
+                line += f" (the reference ended after {s.ref_ended_at} frames)"
+        console.print(line)
+    if s.decode_errors:
+        err.print(f"[red]warning[/]: {s.source}: {s.decode_errors} decode error(s) skipped; last: {s.last_error}")
+    if out and out != "-":
+        console.print(f"records written to {out}")
+
+
+def _num(v: float) -> str:
+    if math.isnan(v):
+        return "—"
+    return f"{v:.4g}" if abs(v) < 1e4 else f"{v:.3e}"
+
+
+def cmd_sample(args) -> int:
+    from monitor.samples import make_sample
+
+    paths = make_sample(args.out_dir, width=args.width, height=args.height, seconds=args.seconds)
+    for kind, path in paths.items():
+        print(f"{kind}: {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vqmon", description="Video quality monitor")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("score", help="score a video file frame by frame and window by window")
+    s.add_argument("video", help="video file (any container/codec FFmpeg reads)")
+    s.add_argument("--ref", help="reference file for full-reference metrics (paired by pts, scaled to the video's size)")
+    s.add_argument("--ref-offset", type=int, default=0, metavar="N",
+                   help="reference frame i+N pairs with video frame i (default 0)")
+    s.add_argument("--sample", default="all", help="'all', N (every Nth frame) or Xfps (rate cap); default all")
+    s.add_argument("--window", default="2s", help="window size, or size/hop for sliding windows (e.g. 10s/1s)")
+    s.add_argument("--out", help="output folder for records ('-' = stdout with --format jsonl)")
+    s.add_argument("--format", choices=("parquet", "jsonl"), default="parquet")
+    s.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    s.add_argument("--batch", type=int, default=8, help="frames per scoring batch (default 8)")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_score)
+
+    m = sub.add_parser("sample", help="write a demo reference/distorted clip pair (panned photo, x264)")
+    m.add_argument("out_dir")
+    m.add_argument("--width", type=int, default=640)
+    m.add_argument("--height", type=int, default=360)
+    m.add_argument("--seconds", type=int, default=8)
+    m.set_defaults(func=cmd_sample)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except InputError as e:
+        err.print(f"vqmon: error: {e}", highlight=False, markup=False)
+        return 2
+    except KeyboardInterrupt:
+        err.print("vqmon: interrupted", highlight=False)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

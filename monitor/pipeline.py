@@ -1,0 +1,247 @@
+"""One stream, end to end in one process: Source → Sampler → (ReferencePairer) → Scorers → Windows → Sinks.
+
+Decoding (and luma extraction) runs in a background thread feeding a bounded queue, so the
+decoder and the scorers overlap; frames are scored in batches so the torch work is vectorised.
+"""
+from __future__ import annotations
+
+import math
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from monitor.align import ReferencePairer
+from monitor.frames import Frame
+from monitor.records import FrameScore
+from monitor.sampling import Sampler
+from monitor.scoring import SignalScorer, pick_device
+from monitor.signals import BLACK_FRAME_RATIO, FREEZE_MAFD, segments
+from monitor.sources import FileSource, StreamInfo
+from monitor.windows import WindowAggregator, WindowSpec
+
+BLACK_MIN_S = 0.1  # shortest black run the summary reports
+FREEZE_MIN_S = 0.5  # shortest freeze the summary reports (single repeats are normal, e.g. pulldown)
+
+
+@dataclass
+class MetricSummary:
+    metric: str
+    unit: str
+    count: int
+    mean: float
+    p5: float
+    min: float
+    max: float
+    worst_index: int
+    worst_pts_s: float
+
+
+@dataclass
+class Segment:
+    kind: str  # "black" | "freeze"
+    start_s: float
+    end_s: float
+    first_frame: int
+    last_frame: int
+
+
+@dataclass
+class RunSummary:
+    source: str
+    stream_id: str
+    info: StreamInfo
+    sampling: str
+    frames_seen: int = 0
+    frames_scored: int = 0
+    decode_errors: int = 0
+    last_error: str = ""
+    reference: str | None = None
+    ref_paired: int = 0
+    ref_unpaired: int = 0
+    ref_ended_at: int | None = None
+    elapsed_s: float = 0.0
+    metrics: list[MetricSummary] = field(default_factory=list)
+    segments: list[Segment] = field(default_factory=list)
+
+    @property
+    def fps(self) -> float:
+        return self.frames_seen / self.elapsed_s if self.elapsed_s else math.nan
+
+
+@dataclass
+class _Item:
+    frame: Frame
+    t: float  # media time used for windows (pts, or index / fps when the container has none)
+    sampled: bool
+    ref: Frame | None = None
+
+
+_END = object()
+
+
+class _Decoder(threading.Thread):
+    """Decodes, samples, pairs and extracts luma ahead of the scorers."""
+
+    def __init__(self, source: FileSource, sampler: Sampler, pairer: ReferencePairer | None, depth: int = 32):
+        super().__init__(daemon=True, name=f"decode-{source.stream_id}")
+        self.source, self.sampler, self.pairer = source, sampler, pairer
+        self.queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop_flag = threading.Event()
+        self._period = 1.0 / (source.info.fps or 25.0)
+
+    def run(self) -> None:
+        try:
+            for frame in self.source:
+                if self._stop_flag.is_set():
+                    break
+                t = frame.pts_s if frame.pts_s is not None else frame.index * self._period
+                item = _Item(frame, t, self.sampler.take(frame.index, t))
+                if item.sampled:
+                    frame.y  # noqa: B018 - extract luma here, off the scoring thread
+                    if self.pairer is not None:
+                        item.ref = self.pairer.match(frame)
+                        if item.ref is not None:
+                            item.ref.y  # noqa: B018
+                self.queue.put(item)
+            self.queue.put(_END)
+        except BaseException as e:  # surfaced in the consumer
+            self.queue.put(e)
+
+    def stop(self) -> None:
+        self._stop_flag.set()
+        while self.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                self.queue.get(timeout=0.1)
+            except queue.Empty:
+                pass
+
+    def items(self):
+        while (item := self.queue.get()) is not _END:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+
+def score_file(path: str, ref: str | None = None, ref_offset: int = 0, sampler: Sampler | None = None,
+               window: WindowSpec = WindowSpec(2.0), sinks=(), device: str = "auto", batch_size: int = 8,
+               stream_id: str | None = None, on_progress=None) -> RunSummary:
+    """Score one file (optionally against a reference file) and write records to `sinks`."""
+    sampler = sampler or Sampler()
+    source = FileSource(path, stream_id=stream_id)
+    ref_source = FileSource(ref, scale_to=(source.info.width, source.info.height)) if ref else None
+    pairer = ReferencePairer(ref_source, ref_offset) if ref_source else None
+    summary = RunSummary(path, source.stream_id, source.info, sampler.describe(), reference=ref)
+    scorers = [SignalScorer(pick_device(device))]
+    windows = WindowAggregator(window)
+    collected: dict[str, list] = {}  # metric → [values], plus "_index"/"_pts" per scored frame
+    decoder = _Decoder(source, sampler, pairer)
+    started = time.perf_counter()
+    decoder.start()
+    try:
+        batch: list[_Item] = []  # sampled and unsampled frames, in order
+        for item in decoder.items():
+            summary.frames_seen += 1
+            if batch and item.sampled and (item.frame.width, item.frame.height) != _size(batch):
+                _process(batch, scorers, windows, sinks, collected)  # resolution change: new batch
+                batch = []
+            batch.append(item)
+            if sum(i.sampled for i in batch) >= batch_size:
+                _process(batch, scorers, windows, sinks, collected)
+                batch = []
+            if on_progress:
+                on_progress(1)
+        _process(batch, scorers, windows, sinks, collected)
+        for sink in sinks:
+            sink.write(windows.flush())
+    finally:
+        decoder.stop()
+        for sink in sinks:
+            sink.close()
+        source.close()
+        if ref_source:
+            ref_source.close()
+    summary.elapsed_s = time.perf_counter() - started
+    summary.decode_errors, summary.last_error = source.stats.decode_errors, source.stats.last_error
+    if pairer:
+        summary.ref_paired, summary.ref_unpaired, summary.ref_ended_at = pairer.paired, pairer.unpaired, pairer.ref_ended_at
+    _summarise(summary, scorers, collected, source.info.fps or 25.0)
+    return summary
+
+
+def _size(batch: list[_Item]) -> tuple[int, int]:
+    f = next(i.frame for i in batch if i.sampled) if any(i.sampled for i in batch) else batch[0].frame
+    return f.width, f.height
+
+
+def _process(batch: list[_Item], scorers, windows: WindowAggregator, sinks, collected: dict) -> None:
+    """Score the sampled frames of `batch`, then replay it in order into windows and sinks."""
+    if not batch:
+        return
+    sampled = [i for i in batch if i.sampled]
+    values: dict[str, np.ndarray] = {}
+    infos = {}
+    if sampled:
+        for scorer in scorers:
+            values.update(scorer.score([i.frame for i in sampled], [i.ref for i in sampled]))
+            infos.update(scorer.metrics)
+    scores = {m: infos[m].to_score(torch.from_numpy(v.astype(np.float64))).numpy() if infos[m].to_score else None
+              for m, v in values.items()}
+    records, closed = [], []
+    k = 0
+    for item in batch:
+        closed += windows.observe(item.frame.stream_id, item.t)
+        if not item.sampled:
+            continue
+        f = item.frame
+        collected.setdefault("_index", []).append(f.index)
+        collected.setdefault("_pts", []).append(item.t)
+        for m, v in values.items():
+            val = float(v[k])
+            sc = float(scores[m][k]) if scores[m] is not None else None
+            collected.setdefault(m, []).append(val)
+            if math.isnan(val):
+                continue
+            records.append(FrameScore(f.stream_id, f.index, f.pts_s, f.ingest_ts, f.width, f.height, m, val, sc))
+            windows.add(f.stream_id, m, "value", item.t, val)
+            if sc is not None:
+                windows.add(f.stream_id, m, "score", item.t, sc)
+        k += 1
+    for sink in sinks:
+        sink.write(records)
+        sink.write(closed)
+
+
+def _summarise(summary: RunSummary, scorers, collected: dict, fps: float) -> None:
+    index = np.array(collected.get("_index", []), dtype=np.int64)
+    pts = np.array(collected.get("_pts", []), dtype=np.float64)
+    summary.frames_scored = len(index)
+    infos = {m: i for s in scorers for m, i in s.metrics.items()}
+    for m, vals in collected.items():
+        if m.startswith("_"):
+            continue
+        v = np.array(vals, dtype=np.float64)
+        ok = ~np.isnan(v)
+        if not ok.any():
+            continue
+        info = infos[m]
+        pos = np.flatnonzero(ok)
+        worst = pos[np.argmin(v[ok])] if info.higher_is_better else pos[np.argmax(v[ok])]
+        summary.metrics.append(MetricSummary(m, info.unit, int(ok.sum()), float(v[ok].mean()),
+                                             float(np.percentile(v[ok], 5)), float(v[ok].min()), float(v[ok].max()),
+                                             int(index[worst]), float(pts[worst])))
+    period = 1.0 / fps
+    for kind, flags, min_s in (
+        ("black", [x >= BLACK_FRAME_RATIO for x in collected.get("sig.black", [])], BLACK_MIN_S),
+        # a frame equal to its predecessor: the freeze starts at that predecessor
+        ("freeze", [x <= FREEZE_MAFD for x in collected.get("sig.freeze", [])], FREEZE_MIN_S),
+    ):
+        for a, b in segments(flags):
+            if kind == "freeze" and a > 0:
+                a -= 1
+            start, end = pts[a], pts[b] + period
+            if end - start >= min_s - 1e-9:
+                summary.segments.append(Segment(kind, float(start), float(end), int(index[a]), int(index[b])))

@@ -1,0 +1,37 @@
+"""JSON Lines sink: one file per record kind in a folder, or every record on stdout tagged with its kind."""
+from __future__ import annotations
+
+import os
+import sys
+
+from monitor.records import record_kind, to_json
+
+
+class JsonlSink:
+    def __init__(self, out: str):
+        self.out = out
+        self._files: dict[str, object] = {}
+        if out != "-":
+            os.makedirs(out, exist_ok=True)
+
+    def write(self, records) -> None:
+        for r in records:
+            kind = record_kind(r)
+            line = to_json(r)
+            if self.out == "-":
+                sys.stdout.write(f'{{"record":"{kind}",{line[1:]}\n')
+            else:
+                if kind not in self._files:
+                    self._files[kind] = open(os.path.join(self.out, f"{kind}.jsonl"), "a", encoding="utf-8")
+                self._files[kind].write(line + "\n")
+
+    def flush(self) -> None:
+        for f in self._files.values():
+            f.flush()
+        sys.stdout.flush()
+
+    def close(self) -> None:
+        self.flush()
+        for f in self._files.values():
+            f.close()
+        self._files.clear()

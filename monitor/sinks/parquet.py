@@ -1,0 +1,82 @@
+"""Parquet sink: one dataset per record kind, hive-partitioned by stream_id and date, zstd.
+
+Every file is written under a dot-prefixed temporary name, fsynced, then renamed into place, so
+a reader (or a crash) never sees a half-written file: readers skip dot-files, and a rename is
+atomic on POSIX file systems.
+"""
+from __future__ import annotations
+
+import os
+import uuid
+from collections import defaultdict
+from urllib.parse import quote
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from monitor.records import RECORD_TYPES, record_kind, to_table
+
+
+class ParquetSink:
+    """Buffers records and writes a file per (kind, stream, date) partition every `rows_per_file` rows and on close."""
+
+    def __init__(self, out_dir: str, rows_per_file: int = 200_000):
+        self.out_dir = out_dir
+        self.rows_per_file = rows_per_file
+        self._buf: dict[str, list] = defaultdict(list)
+        self.files_written: list[str] = []
+
+    def write(self, records) -> None:
+        for r in records:
+            kind = record_kind(r)
+            self._buf[kind].append(r)
+            if len(self._buf[kind]) >= self.rows_per_file:
+                self._flush_kind(kind)
+
+    def flush(self) -> None:
+        for kind in list(self._buf):
+            self._flush_kind(kind)
+
+    def close(self) -> None:
+        self.flush()
+
+    def _flush_kind(self, kind: str) -> None:
+        records, self._buf[kind] = self._buf[kind], []
+        parts: dict[tuple[str, str], list] = defaultdict(list)
+        for r in records:
+            parts[(r.stream_id, r.ts.date().isoformat())].append(r)
+        schema = RECORD_TYPES[kind].schema
+        for (stream_id, day), rows in parts.items():
+            folder = os.path.join(self.out_dir, kind, f"stream_id={quote(stream_id, safe='')}", f"date={day}")
+            self.files_written.append(write_atomic(to_table(rows, schema), folder))
+
+
+def write_atomic(table: pa.Table, folder: str) -> str:
+    """Write `table` as a new zstd Parquet file in `folder`: temp dot-file, fsync, rename, fsync the folder."""
+    os.makedirs(folder, exist_ok=True)
+    name = f"part-{uuid.uuid4().hex}.parquet"
+    tmp, final = os.path.join(folder, f".{name}.tmp"), os.path.join(folder, name)
+    try:
+        with open(tmp, "wb") as f:
+            pq.write_table(table, f, compression="zstd")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return final
+
+
+def read(out_dir: str, kind: str) -> pa.Table:
+    """All rows of one record kind under `out_dir` (partition columns come from the files themselves)."""
+    path = os.path.join(out_dir, kind)
+    schema = RECORD_TYPES[kind].schema
+    return ds.dataset(path, format="parquet", schema=schema, partitioning=None).to_table()
