@@ -23,7 +23,7 @@ Reconstruction decisions [RECON], all to be checked against the paper PDF:
    quality weights carry the convention their DAN was trained with.
 3. DAN, lite: a second ImageNet Lite0, frozen. No contrastively trained Lite0 exists; a frozen
    ImageNet copy keeps generic low-level (texture, blur, noise-sensitive) features fixed while the
-   QEN copy adapts to quality, at +0.39 GMACs per crop. The paper variant can use CONTRIQUE.
+   QEN copy adapts to quality, at +0.36 GMACs per crop. The paper variant can use CONTRIQUE.
 4. The DAN is frozen by default (`freeze_dan=True`): no gradient, run under no_grad, and kept in
    eval mode so its BatchNorm statistics never move. `freeze_dan=False` fine-tunes it (the brief
    suggests lr ×0.1). The auxiliary distortion-type CE head of the brief's fallback is not built.

@@ -178,3 +178,13 @@ def test_paper_backbones_from_directory(tmp_path):
     torch.save(tv, tmp_path / "resnet50-0676ba61.pth")
     model = mfenet.build("paper", backbone_weights=str(tmp_path))
     assert torch.allclose(model.dan_std.flatten(), torch.tensor([0.229, 0.224, 0.225]))
+
+
+def test_channels_last_matches_contiguous_lite():
+    """The CUDA path runs channels_last; bf16/fp16 autocast is checked on the GPU (CPU bf16 is too slow here)."""
+    model = mfenet.build("lite").eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        plain = model(x)
+        fast = model.to(memory_format=torch.channels_last)(x.contiguous(memory_format=torch.channels_last))
+    assert torch.allclose(plain, fast, atol=1e-4)
