@@ -13,7 +13,13 @@ from rich.table import Table
 
 from monitor.errors import InputError
 
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
+
+
+def _console(stderr: bool) -> Console:
+    """Summary console: a pipe or log file gets a wide table instead of rich's 80-column default."""
+    c = Console(stderr=stderr)
+    return c if c.is_terminal else Console(stderr=stderr, width=160)
 
 
 def parse_duration(text: str) -> float:
@@ -59,7 +65,7 @@ def cmd_score(args) -> int:
     sampler = Sampler.parse(args.sample)
     window = parse_window(args.window)
     sinks = _sinks(args.out, args.format)
-    show = Console(stderr=args.out == "-")
+    show = _console(stderr=args.out == "-")
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeRemainingColumn(),
                   console=err, transient=True, disable=args.quiet) as progress:
@@ -100,6 +106,7 @@ def print_summary(s, console: Console, out: str | None) -> None:
             if s.ref_ended_at is not None:
                 line += f" (the reference ended after {s.ref_ended_at} frames)"
         console.print(line)
+    console.file.flush()
     if s.decode_errors:
         err.print(f"[red]warning[/]: {s.source}: {s.decode_errors} decode error(s) skipped; last: {s.last_error}")
     if out and out != "-":
@@ -153,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except InputError as e:
-        err.print(f"vqmon: error: {e}", highlight=False, markup=False)
+        err.print(f"vqmon: error: {e}", highlight=False, markup=False)  # one line, never wrapped
         return 2
     except KeyboardInterrupt:
         err.print("vqmon: interrupted", highlight=False)

@@ -41,7 +41,7 @@ def _bounce(t: int, span: int) -> int:
 
 
 def encode(path: str, frames: Iterable[np.ndarray], fps: int = 25, codec: str = "libx264", crf: float | None = 23,
-           pix_fmt: str = "yuv420p", options: dict | None = None) -> str:
+           pix_fmt: str = "yuv420p", options: dict | None = None, container_options: dict | None = None) -> str:
     """Encode RGB frames to `path` (container from the extension). crf=None with libx264 means lossless (qp 0)."""
     opts = dict(options or {})
     if codec in ("libx264", "libx265", "libvpx-vp9", "libsvtav1"):
@@ -52,7 +52,7 @@ def encode(path: str, frames: Iterable[np.ndarray], fps: int = 25, codec: str = 
     if codec == "libx265":
         opts.setdefault("x265-params", "log-level=error")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with av.open(path, mode="w") as out:
+    with av.open(path, mode="w", options=container_options or {}) as out:
         stream = out.add_stream(codec, rate=fps, options=opts)
         stream.pix_fmt = pix_fmt
         first = True

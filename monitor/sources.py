@@ -54,7 +54,7 @@ class FileSource:
         try:
             container = av.open(self.path, metadata_errors="ignore")
         except av.error.FFmpegError as e:
-            raise InputError(f"{self.path}: not a media file FFmpeg can read ({_reason(e)})") from None
+            raise InputError(f"{self.path}: FFmpeg cannot open it ({_reason(e)}): not media, or truncated before its index") from None
         if not container.streams.video:
             kinds = sorted({s.type for s in container.streams}) or ["no streams"]
             container.close()
@@ -79,6 +79,8 @@ class FileSource:
         """Every decoded frame in presentation order; damaged packets/frames are counted and skipped."""
         index = 0
         for packet in self._packets():
+            if packet is not None and packet.is_corrupt:
+                self._count_error("demuxer flagged a corrupt packet")
             try:
                 decoded = self._stream.decode(packet)
             except av.error.FFmpegError as e:
@@ -92,6 +94,9 @@ class FileSource:
                 yield Frame(self.stream_id, index, _seconds(av_frame.pts, av_frame.time_base), av_frame,
                             scale_to=self.scale_to)
                 index += 1
+        declared = self._stream.frames  # exact for MP4/MOV; 0 when the container does not say
+        if declared and self.stats.frames_decoded < declared:
+            self._count_error(f"stream ended after {self.stats.frames_decoded} of {declared} frames (truncated file?)")
 
     def _packets(self):
         demux = self._container.demux(self._stream)
