@@ -1,0 +1,158 @@
+"""GSN, Gradient Siamese Network (Cong et al., CVPRW 2022 NTIRE): FR, native [0, 1], higher = better.
+
+No code or weights exist; this is the reconstruction of ../shared/MODELS.md §5.2. Decisions [RECON]:
+1. Siamese: one shared trunk runs on reference and distorted crops in a single batch (BatchNorm
+   statistics see both).
+2. Central Difference Convolution, θ = 0.7, `y = conv(x, W) − θ·conv1×1(x, ΣW)` (ΣW over the
+   kernel window, same stride/groups). It is linear in x, so `fold()` turns every CDC into a
+   plain conv with `W'_centre = W_centre − θ·ΣW`: exact, zero-padded borders included. A CDC
+   keeps the conv's parameter names, so ImageNet weights load unchanged (θ = 0 start) and
+   trained weights are always stored unfolded.
+   Paper: every 3×3 conv of ResNet-50 layer1–layer2 (strides 4 and 8).
+   Lite: the depthwise convs of EfficientNet-Lite0 blocks.1 (3×3) and blocks.2 (5×5), its
+   stride-4 and stride-8 stages, matching layer1–2; the CDC acts per channel there. The stem
+   and blocks.0 stay vanilla, as ResNet's stem does.
+3. Four levels (paper layer1–4: 256/512/1024/2048 ch; lite taps at strides 4/8/16/32:
+   24/40/112/320 ch). Per level, CBAM spatial attention on Δ = |F_r − F_d|:
+   `Δ' = σ(Conv7×7([mean_c Δ; max_c Δ])) ⊙ Δ` (no bias, one attention module per level).
+4. Fusion: `v_l = FC_l(GAP(cat(F_d, Δ')))` → 256 each; `cat(v_1..v_4)` (1024) → FC 512 → ReLU →
+   FC 1 (linear output; labels are min-max normalised MOS, higher = better).
+5. Loss: `MSE(ŷ, y) + λ·KL(P‖Q)`, `P = softmax(z(y)/τ)`, `Q = softmax(z(ŷ)/τ)` over the batch,
+   z = batch z-score (population std + 1e-6), τ = 1, λ = 1. Needs batches of 2 or more.
+6. Frame protocol: co-located grids of 224 crops in reference and distorted frame, evenly
+   spaced corner to corner (lite 3×3 = 9, paper 5×8 = 40), scores averaged. Reference and
+   distorted frames must already be aligned and of equal size.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.backbones.lite0 import IMAGENET_MEAN, IMAGENET_STD, WEIGHTS_SOURCE, lite0_features
+from models.backbones.resnet import resnet50_trunk
+from models.base import ModelInfo, QualityModel
+from models.nemg import grid_crops
+
+THETA = 0.7
+
+
+class CDConv2d(nn.Conv2d):
+    """Central difference conv: the vanilla conv minus θ × (the kernel's sum) × the centre pixel."""
+
+    def __init__(self, conv: nn.Conv2d, theta: float = THETA) -> None:
+        k, d = conv.kernel_size, conv.dilation
+        if conv.padding != (d[0] * (k[0] // 2), d[1] * (k[1] // 2)) or conv.padding_mode != "zeros":
+            raise ValueError(f"CDC needs centred zero padding, got {conv}")
+        super().__init__(conv.in_channels, conv.out_channels, k, conv.stride, conv.padding, d, conv.groups,
+                         conv.bias is not None, device=conv.weight.device, dtype=conv.weight.dtype)
+        self.weight, self.bias = conv.weight, conv.bias
+        self.theta = theta
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        centre = F.conv2d(x, self.weight.sum(dim=(2, 3), keepdim=True), stride=self.stride, groups=self.groups)
+        return super().forward(x) - self.theta * centre
+
+    def folded(self) -> nn.Conv2d:
+        """The equivalent plain conv (centre tap reduced by θ·ΣW)."""
+        conv = nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size, self.stride, self.padding,
+                         self.dilation, self.groups, self.bias is not None,
+                         device=self.weight.device, dtype=self.weight.dtype)
+        with torch.no_grad():
+            w = self.weight.clone()
+            w[:, :, self.kernel_size[0] // 2, self.kernel_size[1] // 2] -= self.theta * self.weight.sum(dim=(2, 3))
+            conv.weight.copy_(w)
+            if self.bias is not None:
+                conv.bias.copy_(self.bias)
+        return conv
+
+
+def to_cdc(module: nn.Module, theta: float = THETA) -> None:
+    """Replace, in place, every conv with a spatial kernel inside `module` by a CDC."""
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is nn.Conv2d and max(child.kernel_size) > 1:
+                setattr(parent, name, CDConv2d(child, theta))
+
+
+class SpatialAttention(nn.Module):
+    """CBAM spatial attention: a 7×7 conv on the channel mean and max gives a [0, 1] map that reweights the input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 1, 7, padding=3, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = torch.cat([x.mean(dim=1, keepdim=True), x.amax(dim=1, keepdim=True)], dim=1)
+        return torch.sigmoid(self.conv(pooled)) * x
+
+
+class GSN(QualityModel):
+    CROP = 224
+
+    def __init__(self, variant: str = "lite", backbone_weights: str | None = None, theta: float = THETA) -> None:
+        super().__init__()
+        if variant == "paper":
+            self.resnet = resnet50_trunk(backbone_weights)
+            to_cdc(self.resnet.layer1, theta)
+            to_cdc(self.resnet.layer2, theta)
+            channels, backbone = (256, 512, 1024, 2048), "ResNet-50, CDC in layer1-2 (local file or random init)"
+            self.grid = (5, 8)
+        elif variant == "lite":
+            self.lite0 = lite0_features(out_indices=(1, 2, 3, 4))
+            to_cdc(self.lite0.blocks[1], theta)
+            to_cdc(self.lite0.blocks[2], theta)
+            channels, backbone = (24, 40, 112, 320), f"EfficientNet-Lite0, CDC in blocks.1-2 (ImageNet, {WEIGHTS_SOURCE})"
+            self.grid = (3, 3)
+        else:
+            raise ValueError(f"variant must be 'lite' or 'paper', got {variant!r}")
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.attention = nn.ModuleList(SpatialAttention() for _ in channels)
+        self.project = nn.ModuleList(nn.Linear(2 * c, 256) for c in channels)
+        self.head = nn.Sequential(nn.Linear(256 * len(channels), 512), nn.ReLU(), nn.Linear(512, 1))
+        rows, cols = self.grid
+        self.info = ModelInfo(
+            name="gsn", variant=variant, kind="FR", native_range=(0.0, 1.0), higher_is_better=True,
+            protocol=f"co-located {rows}x{cols} grids of 224 crops in aligned ref and dist, corner to corner, mean",
+            backbone=backbone, weights_licence="none shipped (project-trained)",
+        )
+
+    def crops(self, frames: torch.Tensor) -> tuple[torch.Tensor, int]:
+        rows, cols = self.grid
+        return (grid_crops(frames, self.CROP, rows, cols) - self.mean) / self.std, rows * cols
+
+    def forward(self, x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+        """Score per (distorted, reference) crop pair, both normalised, same shape."""
+        trunk = self.resnet if hasattr(self, "resnet") else self.lite0
+        levels = trunk(torch.cat([ref, x]))
+        vs = []
+        for f, attend, project in zip(levels, self.attention, self.project):
+            f_ref, f_dist = f.chunk(2)
+            delta = attend((f_ref - f_dist).abs())
+            vs.append(project(torch.cat([f_dist, delta], dim=1).mean(dim=(2, 3))))
+        return self.head(torch.cat(vs, dim=1)).squeeze(1)
+
+    def fold(self) -> GSN:
+        """Replace every CDC by its equivalent plain conv, for inference (in place; do not train or save afterwards)."""
+        for parent in list(self.modules()):
+            for name, child in list(parent.named_children()):
+                if isinstance(child, CDConv2d):
+                    setattr(parent, name, child.folded())
+        return self
+
+
+def _zscore(v: torch.Tensor) -> torch.Tensor:
+    return (v - v.mean()) / (v.std(unbiased=False) + 1e-6)
+
+
+def training_loss(pred: torch.Tensor, mos: torch.Tensor, lam: float = 1.0, tau: float = 1.0) -> torch.Tensor:
+    """MSE + λ·KL(P‖Q) between batch softmaxes of the z-scored labels (P) and predictions (Q)."""
+    pred, mos = pred.float(), mos.float()
+    log_q = F.log_softmax(_zscore(pred) / tau, dim=0)
+    p = F.softmax(_zscore(mos) / tau, dim=0)
+    return F.mse_loss(pred, mos) + lam * F.kl_div(log_q, p, reduction="sum")
+
+
+def build(variant: str = "lite", backbone_weights: str | None = None) -> GSN:
+    return GSN(variant, backbone_weights)

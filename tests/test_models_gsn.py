@@ -1,0 +1,96 @@
+"""GSN: CDC definition and exact folding, shapes and gradients, the MSE + batch-KL loss."""
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from models.gsn import CDConv2d, build, training_loss
+
+
+@pytest.fixture(scope="module")
+def models():
+    return {"lite": build("lite"), "paper": build("paper")}
+
+
+def test_cdc_is_a_central_difference():
+    conv = nn.Conv2d(3, 4, 3, padding=1)
+    cdc = CDConv2d(conv, theta=1.0)
+    flat = torch.full((1, 3, 8, 8), 0.37)
+    out = cdc(flat)[..., 1:-1, 1:-1]  # interior: all neighbours equal the centre, so the difference vanishes
+    assert torch.allclose(out, conv.bias.view(1, 4, 1, 1).expand_as(out), atol=1e-6)
+    x = torch.randn(1, 3, 8, 8)
+    assert torch.allclose(CDConv2d(conv, theta=0.0)(x), conv(x))
+
+
+@pytest.mark.parametrize("variant", ["lite", "paper"])
+def test_folded_and_unfolded_agree(models, variant):
+    model = copy.deepcopy(models[variant]).double().eval()
+    n_cdc = sum(isinstance(m, CDConv2d) for m in model.modules())
+    assert n_cdc == (7 if variant == "paper" else 4)
+    x, ref = torch.randn(2, 2, 3, 64, 64, dtype=torch.float64)
+    with torch.no_grad():
+        before = model(x, ref)
+        keys = list(model.state_dict())
+        after = model.fold()(x, ref)
+    assert not any(isinstance(m, CDConv2d) for m in model.modules())
+    assert list(model.state_dict()) == keys
+    assert torch.allclose(before, after, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("variant", ["lite", "paper"])
+def test_forward_backward_shapes(models, variant):
+    model = models[variant].train()
+    x, ref = torch.randn(2, 2, 3, 64, 64)
+    pred = model(x, ref)
+    assert pred.shape == (2,)
+    training_loss(pred, torch.tensor([0.3, 0.7])).backward()
+    cdc = next(m for m in model.modules() if isinstance(m, CDConv2d))
+    for p in (cdc.weight, model.attention[0].conv.weight, model.head[2].weight):
+        assert p.grad is not None and p.grad.abs().sum() > 0
+    model.zero_grad()
+
+
+def test_identical_pair_has_zero_difference_feature(models):
+    model = models["lite"].eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        levels = model.lite0(torch.cat([x, x]))
+    assert all(torch.equal(f[0], f[1]) for f in levels)
+
+
+def test_batch_kl_term():
+    mos = torch.tensor([0.1, 0.4, 0.5, 0.9])
+    assert training_loss(mos, mos).item() == pytest.approx(0.0, abs=1e-6)
+    # the KL term is invariant to affine rescaling of the predictions; the ranking matters
+    affine = training_loss(2 * mos + 1, mos) - torch.nn.functional.mse_loss(2 * mos + 1, mos)
+    assert affine.item() == pytest.approx(0.0, abs=1e-5)
+    assert training_loss(mos.flip(0), mos).item() > training_loss(mos, mos).item() + 0.1
+
+
+def test_loss_decreases_on_tiny_batch(models):
+    torch.manual_seed(0)
+    model = models["lite"].train()
+    ref = torch.randn(4, 3, 96, 96)  # normalised crops
+    x = ref + torch.tensor([0.1, 1.0, 0.5, 0.3]).view(4, 1, 1, 1) * torch.randn_like(ref)
+    mos = torch.tensor([0.9, 0.1, 0.5, 0.7])
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    losses = []
+    for _ in range(4):
+        loss = training_loss(model(x, ref), mos)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0], losses
+
+
+def test_score_frames_needs_refs_and_is_deterministic(models):
+    model = models["lite"].eval()
+    frames, refs = torch.rand(2, 1, 3, 240, 320)
+    with pytest.raises(ValueError, match="full-reference"):
+        model.score_frames(frames)
+    with torch.inference_mode():
+        a = model.score_frames(frames, refs)["quality"]
+        b = model.score_frames(frames, refs)["quality"]
+    assert a.shape == (1,) and torch.equal(a, b)
