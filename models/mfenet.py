@@ -52,8 +52,9 @@ Reconstruction decisions [RECON], all to be checked against the paper PDF:
     is 224. The frame is split into a rows × cols grid of equal cells, rows = round(√(N·H/W)),
     cols = round(N / rows) with N = `crops_per_frame` (default 10, ≈ 103 GMACs per 1080p frame
     for the paper variant), and one 224 crop is centred in each cell (clipped to the frame):
-    1080p gives 2 × 5 = 10 crops, a square frame 3 × 3. Centring in cells (rather than spreading
-    crops edge to edge) samples the frame evenly. Scores are the mean over the crops.
+    1080p gives 2 × 5 = 10 crops, a square frame 3 × 3; offsets that clipping repeats on a side
+    close to 224 are kept once (a 224×224 frame is one crop). Centring in cells, rather than
+    spreading crops edge to edge, samples the frame evenly. Scores are the mean over the crops.
 13. `backbone_weights` for the paper variant: a VAN-B2 file (`ckpt['state_dict']`, QEN only; the
     DAN stays random-init), or a directory holding `van_base_828.pth.tar` and the DAN's file
     (`CONTRIQUE_checkpoint25.tar`, or one torchvision `resnet50-*.pth`).
@@ -243,7 +244,8 @@ def grid_offsets(h: int, w: int, n_crops: int) -> tuple[list[int], list[int]]:
     cols = max(1, round(n_crops / rows))
 
     def centred(size: int, cells: int) -> list[int]:
-        return [min(max(round((i + 0.5) * size / cells) - CROP // 2, 0), size - CROP) for i in range(cells)]
+        offsets = (min(max(round((i + 0.5) * size / cells) - CROP // 2, 0), size - CROP) for i in range(cells))
+        return list(dict.fromkeys(offsets))  # clipping can repeat an offset on a small side: keep each once
 
     return centred(h, rows), centred(w, cols)
 

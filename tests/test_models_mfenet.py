@@ -121,6 +121,7 @@ def test_frame_protocol_grid():
     assert len({(t, l) for t in tops for l in lefts}) == 10
     assert all(0 <= t <= 1080 - 224 for t in tops) and all(0 <= l <= 1920 - 224 for l in lefts)
     assert [len(a) for a in mfenet.grid_offsets(512, 512, 10)] == [3, 3]
+    assert mfenet.grid_offsets(224, 224, 10) == ([0], [0])
 
 
 def test_score_frames_small_frames_lite():
