@@ -1,0 +1,494 @@
+"""LIQE (Zhang et al., CVPR 2023): quality, scene and distortion as one joint vision-language classification.
+
+An image crop and each of 495 labels (quality × scene × distortion) are embedded in one space;
+cosine similarity × 100 gives a logit per label, logits are averaged over a frame's crops, a
+softmax over the 495 labels gives the joint probability, and its marginals give the expected
+quality level (1–5, higher is better) and scene / distortion probabilities. See MODELS.md §3.
+
+Variants
+* ``paper``: open_clip ``ViT-B-32-quickgelu`` (the OpenAI layout, 302 state-dict keys), fine-tuned
+  whole, ``logit_scale`` frozen (ln 100 at build; a checkpoint's own value once loaded). Loads the
+  official LIQE checkpoint (raw OpenAI-CLIP state dict) and pyiqa's ``{'params': sd}`` with the
+  ``clip_model.`` prefix, strictly. Prompts are byte-exact, tokenised by open_clip's bundled BPE.
+* ``lite``: ImageNet EfficientNet-Lite0 image tower; the text tower is replaced by learned
+  compositional label embeddings. Same joint formulation, losses and marginals.
+
+Frame protocols
+* paper (the published benchmark protocol): short side < 224 → upscaled to 224; else if both
+  sides ≥ 768 → short side resized to 768 (bilinear, antialiased, long side truncated like
+  torchvision ``Resize``); unfold stride 48 if the resized H or W ≥ 1024 else 32; the row-major
+  positions ``k·⌊N/15⌋``, k < 15 (all of them when N < 15). 1080p → 1365×768, 15 crops.
+* lite: the same resizing, then a uniform grid of 2×3 crops (3×2 for portrait) from edge to
+  edge: 6 crops of 224, a fifth of the paper's cost per frame, evenly covering the frame.
+
+Reconstruction decisions (nothing here is in the official code)
+1. Fewer than 15 unfold positions (frames < 704 px on the long side): take every position once
+   (pyiqa's rule) rather than repeating the top-left crop as ``ImageDataset2`` does (sel_step 0).
+2. Resizing happens on the tensor (``antialias=True``) instead of PIL on uint8: scores differ
+   from the official pipeline by resampling noise only.
+3. Text features run through only the first L tokens (L = the longest prompt incl. EOT, 24 for
+   the joint set): the text transformer is causal and pools at EOT, so this is exact (tested)
+   and about 3× cheaper than the full 77-token context.
+4. Label (text) features are cached in fp32 by calls without grad (inference) and recomputed
+   with gradients by every grad-enabled call (LIQE fine-tunes the text tower, in eval mode),
+   which also drops the cache because an optimizer step may follow; ``load_state_dict`` drops
+   it too. Load weights through the model (not ``model.clip``) so the hook sees it.
+5. The per-label logits and the softmax run in fp32 with autocast off: at a scale of 100,
+   bf16 logits would carry errors of about ±0.4.
+6. Lite image tower: Lite0 stages at strides 4/8/16/32 (24+40+112+320 channels), each mean- and
+   std-pooled (multi-stage pooling was worth +.03 SRCC in TRAINING-NOTES), LayerNorm, then a
+   linear projection to a 256-d joint space, L2-normalised.
+7. Lite labels: learned quality (5), scene (9) and distortion (11) vectors; the joint label
+   embedding is ``normalise(e_q + e_c + e_d + mix([e_q; e_c; e_d]))`` with ``mix`` a small MLP
+   whose last layer starts at zero, so training starts from the additive composition and can
+   learn interactions (e.g. blur matters less for a night scene). With ``labels="quality"``
+   the label embedding is ``e_q`` alone.
+8. Lite logit scale: learned, as in CLIP (exp of a parameter initialised at ln(1/0.07) ≈ 14.3,
+   capped at LIQE's 100), then fixed in the trained weights. A fixed 100 on randomly initialised
+   label embeddings saturates the softmax at once: on a 4-image batch the loss stalled at 1.08
+   after 10 AdamW steps, against 0.03 with the learned scale.
+9. Losses follow MNL_Loss.py (ε = 1e-8 in every square root, Φ(Δ) without the √2); the
+   quality ranking loss averages pairs per dataset, then over the datasets present in the batch.
+"""
+from __future__ import annotations
+
+import contextlib
+import itertools
+import math
+from pathlib import Path
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.backbones.lite0 import FEATURE_CHANNELS, IMAGENET_MEAN, IMAGENET_STD, WEIGHTS_SOURCE, lite0_features
+from models.base import ModelInfo, QualityModel
+from models.weights import load_strict, read_state_dict
+
+QUALITY_LEVELS = ("bad", "poor", "fair", "good", "perfect")
+SCENES = ("animal", "cityscape", "human", "indoor", "landscape", "night", "plant", "still_life", "others")
+DISTORTIONS = (
+    "jpeg2000 compression", "jpeg compression", "noise", "blur", "color", "contrast",
+    "overexposure", "underexposure", "spatial", "quantization", "other",
+)
+# Fine distortion names of the training sets → the 11 coarse classes above (for building labels).
+FINE_TO_COARSE_DISTORTION = {
+    **dict.fromkeys(("jpeg2000 compression", "fastfading"), "jpeg2000 compression"),
+    "jpeg compression": "jpeg compression",
+    **dict.fromkeys(
+        ("white noise", "fnoise", "white with color", "impulse", "multiplicative", "white noise with denoise",
+         "realistic noise"), "noise"),
+    **dict.fromkeys(("gaussian blur", "lens", "motion", "shifting", "realistic blur"), "blur"),
+    **dict.fromkeys(("diffusion", "oversaturation", "desaturation"), "color"),
+    **dict.fromkeys(("contrast", "sharpness", "realistic contrast change"), "contrast"),
+    **dict.fromkeys(("brighten", "overexposure"), "overexposure"),
+    **dict.fromkeys(("darken", "underexposure"), "underexposure"),
+    **dict.fromkeys(("jitter", "noneccentricity patch", "pixelate", "color blocking"), "spatial"),
+    **dict.fromkeys(("color quantization", "quantization"), "quantization"),
+    **dict.fromkeys(("shifting the mean", "other realistic"), "other"),
+}
+LABEL_SETS = ("joint", "quality")
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+CROP = 224
+CLIP_ARCH = "ViT-B-32-quickgelu"
+# Config entries (not weights) in the state dicts of OpenAI's original CLIP files; open_clip drops them too.
+_OPENAI_META_KEYS = ("input_resolution", "context_length", "vocab_size")
+
+
+def _autocast_off(device: torch.device):
+    """Run a block in fp32 under an enclosing autocast (a no-op on devices without autocast, e.g. meta)."""
+    if torch.amp.is_autocast_available(device.type):
+        return torch.autocast(device.type, enabled=False)
+    return contextlib.nullcontext()
+
+
+def joint_prompts() -> list[str]:
+    """The 495 multitask prompts, byte-exact; row q·99 + c·11 + d."""
+    return [
+        f"a photo of a {c} with {d} artifacts, which is of {q} quality"
+        for q, c, d in itertools.product(QUALITY_LEVELS, SCENES, DISTORTIONS)
+    ]
+
+
+def quality_prompts() -> list[str]:
+    """The 5 prompts of the quality-only (KonIQ) model."""
+    return [f"a photo with {q} quality" for q in QUALITY_LEVELS]
+
+
+def adaptive_resize(frames: torch.Tensor, short_side: int | None) -> torch.Tensor:
+    """Short side < 224 → 224; else both sides ≥ `short_side` → short side = `short_side`; else unchanged."""
+    h, w = frames.shape[-2:]
+    short, long = min(h, w), max(h, w)
+    if short < CROP:
+        target = CROP
+    elif short_side is not None and short > short_side:
+        target = short_side
+    else:
+        return frames
+    new_long = int(target * long / short)  # torchvision Resize truncates the long side
+    size = (target, new_long) if h <= w else (new_long, target)
+    return F.interpolate(frames, size=size, mode="bilinear", align_corners=False, antialias=True)
+
+
+def unfold_positions(h: int, w: int, step: int) -> list[tuple[int, int]]:
+    """Top-left corners (y, x) of every 224 crop at `step`, row-major, as `Tensor.unfold` orders them."""
+    return [(y, x) for y in range(0, h - CROP + 1, step) for x in range(0, w - CROP + 1, step)]
+
+
+def paper_positions(h: int, w: int, count: int = 15, step: int | None = None) -> list[tuple[int, int]]:
+    """LIQE's test crops: unfold positions k·⌊N/count⌋; stride 48 if H or W ≥ 1024, else 32."""
+    if step is None:
+        step = 48 if max(h, w) >= 1024 else 32
+    grid = unfold_positions(h, w, step)
+    return grid[:: max(1, len(grid) // count)][:count]
+
+
+def grid_positions(h: int, w: int, rows: int, cols: int) -> list[tuple[int, int]]:
+    """A rows×cols grid of 224 crops spread evenly from edge to edge (duplicates dropped on small frames)."""
+
+    def spread(extent: int, n: int) -> list[int]:
+        return [round(i * (extent - CROP) / (n - 1)) for i in range(n)] if n > 1 else [(extent - CROP) // 2]
+
+    return list(dict.fromkeys((y, x) for y in spread(h, rows) for x in spread(w, cols)))
+
+
+class LIQEBase(QualityModel):
+    """The joint-probability head shared by both variants; subclasses embed crops and labels."""
+
+    def __init__(self, labels: str, short_side: int | None, mean: tuple, std: tuple) -> None:
+        super().__init__()
+        if labels not in LABEL_SETS:
+            raise ValueError(f"labels must be one of {LABEL_SETS}, got {labels!r}")
+        self.labels = labels
+        self.short_side = short_side
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("label_cache", None, persistent=False)
+        self.register_load_state_dict_post_hook(lambda module, keys: module.invalidate_label_cache())
+
+    # --- what a variant provides -------------------------------------------------------------
+    def crop_positions(self, h: int, w: int) -> list[tuple[int, int]]:
+        raise NotImplementedError
+
+    def image_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised crops → (N, D) embeddings (not yet L2-normalised)."""
+        raise NotImplementedError
+
+    def encode_labels(self) -> torch.Tensor:
+        """(K, D) L2-normalised fp32 label embeddings, K = 495 (joint) or 5 (quality)."""
+        raise NotImplementedError
+
+    def logit_factor(self) -> torch.Tensor:
+        """The multiplier of cosine similarities (LIQE: 100)."""
+        raise NotImplementedError
+
+    def invalidate_label_cache(self) -> None:
+        self.label_cache = None
+
+    def label_features(self) -> torch.Tensor:
+        """`encode_labels()`, differentiable under grad mode, else cached in fp32.
+
+        The label embeddings depend on the weights only. A grad-enabled call (training) recomputes
+        them and drops the cache, since an optimizer step may follow; so does `load_state_dict`.
+        """
+        if torch.is_grad_enabled():
+            self.invalidate_label_cache()
+            return self.encode_labels()
+        if self.label_cache is None:
+            # A plain fp32 tensor even when first asked for under inference_mode or autocast.
+            with torch.inference_mode(False), _autocast_off(self.mean.device):
+                self.label_cache = self.encode_labels()
+        return self.label_cache
+
+    # --- frame protocol ------------------------------------------------------------------------
+    def _cut(self, frames: torch.Tensor, positions: list[tuple[int, int]]) -> torch.Tensor:
+        x = torch.stack([frames[..., y : y + CROP, x : x + CROP] for y, x in positions], dim=1).flatten(0, 1)
+        x = (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+        if frames.is_contiguous(memory_format=torch.channels_last):
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def crops(self, frames: torch.Tensor) -> tuple[torch.Tensor, int]:
+        frames = adaptive_resize(frames, self.short_side)
+        positions = self.crop_positions(*frames.shape[-2:])
+        return self._cut(frames, positions), len(positions)
+
+    def training_crops(self, frames: torch.Tensor, per_image: int = 3, generator: torch.Generator | None = None):
+        """LIQE's training input: same resizing, random horizontal flip, `per_image` random unfold positions.
+
+        All frames of the batch share the flip and the positions (they share one size anyway).
+        Returns ((N·per_image)×3×224×224 normalised crops, per_image) for `predict`.
+        """
+        frames = adaptive_resize(frames, self.short_side)
+        if torch.rand((), generator=generator) < 0.5:
+            frames = frames.flip(-1)
+        h, w = frames.shape[-2:]
+        grid = unfold_positions(h, w, 48 if max(h, w) >= 1024 else 32)
+        picks = torch.randint(len(grid), (per_image,), generator=generator).tolist()
+        return self._cut(frames, [grid[i] for i in picks]), per_image
+
+    # --- joint probability -----------------------------------------------------------------------
+    def crop_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, K) fp32 logits: scale · cos(image, label)."""
+        f = self.image_features(x)
+        labels = self.label_features()
+        with _autocast_off(f.device):
+            f = F.normalize(f.float(), dim=-1)
+            return self.logit_factor().float() * f @ labels.float().t()
+
+    def predict(self, x: torch.Tensor, per_image: int) -> dict[str, torch.Tensor]:
+        """Crops of N/per_image images (grouped consecutively) → per-image quality and marginals.
+
+        Logits are averaged over an image's crops before the softmax (as LIQE does).
+        """
+        logits = self.crop_logits(x)
+        logits = logits.view(-1, per_image, logits.shape[-1]).mean(dim=1)
+        with _autocast_off(logits.device):
+            p = logits.softmax(dim=-1)
+            levels = torch.arange(1, len(QUALITY_LEVELS) + 1, device=p.device, dtype=p.dtype)
+            if self.labels == "quality":
+                return {"quality": p @ levels}
+            joint = p.view(-1, len(QUALITY_LEVELS), len(SCENES), len(DISTORTIONS))
+            return {
+                "quality": joint.sum(dim=(2, 3)) @ levels,
+                "scene": joint.sum(dim=(1, 3)),
+                "distortion": joint.sum(dim=(1, 2)),
+            }
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Expected quality level ∈ [1, 5] of each crop on its own."""
+        return self.predict(x, 1)["quality"]
+
+    def score_frames(self, frames: torch.Tensor, refs: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """{"quality": N levels in [1, 5]} plus, for the joint labels, "scene" (N×9) and "distortion" (N×11) probabilities."""
+        x, p = self.crops(frames)
+        return self.predict(x, p)
+
+
+# --- paper variant: CLIP ViT-B/32 ----------------------------------------------------------------
+def adapt_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """pyiqa's `clip_model.`-prefixed keys, or OpenAI's with its non-weight entries → the 302 OpenAI-CLIP keys."""
+    return {
+        key.removeprefix("clip_model."): value
+        for key, value in state_dict.items()
+        if key not in _OPENAI_META_KEYS
+    }
+
+
+class LIQEPaper(LIQEBase):
+    """LIQE as published: the whole OpenAI CLIP ViT-B/32 (QuickGELU), 151.3 M parameters.
+
+    CLIP's parts are registered directly on this module, so its state dict *is* the OpenAI
+    layout (302 keys): the official LIQE checkpoint loads as it is, and what we save loads in
+    the official code.
+    """
+
+    def __init__(self, labels: str = "joint", short_side: int | None = 768, num_crops: int = 15,
+                 step: int | None = None) -> None:
+        super().__init__(labels, short_side, CLIP_MEAN, CLIP_STD)
+        self.num_crops, self.step = num_crops, step
+        clip = open_clip.create_model(CLIP_ARCH, pretrained=None)
+        self.positional_embedding = clip.positional_embedding
+        self.text_projection = clip.text_projection
+        self.logit_scale = clip.logit_scale
+        self.visual = clip.visual
+        self.transformer = clip.transformer
+        self.token_embedding = clip.token_embedding
+        self.ln_final = clip.ln_final
+        with torch.no_grad():
+            self.logit_scale.fill_(math.log(100.0))
+        self.logit_scale.requires_grad_(False)
+        prompts = joint_prompts() if labels == "joint" else quality_prompts()
+        tokens = open_clip.get_tokenizer(CLIP_ARCH)(prompts)
+        length = int(tokens.argmax(dim=-1).max()) + 1  # EOT has the highest token id
+        self.register_buffer("prompt_tokens", tokens[:, :length], persistent=False)
+        self.register_buffer("attn_mask", clip.attn_mask[:length, :length], persistent=False)  # causal
+        resize = f"short side→{short_side} if both sides ≥{short_side}" if short_side else "no downscaling"
+        self.info = ModelInfo(
+            name="liqe", variant="paper", kind="NR", native_range=(1.0, 5.0), higher_is_better=True,
+            protocol=(f"short side<224→224; {resize} (bilinear, antialias); {num_crops} crops of 224 at "
+                      f"unfold positions k·⌊N/{num_crops}⌋, stride {step or '48 if H or W≥1024 else 32'}; "
+                      "logits averaged over crops"),
+            backbone="OpenAI CLIP ViT-B/32 QuickGELU (open_clip ViT-B-32-quickgelu), image + text towers",
+            weights_licence="that of the local checkpoint (official LIQE: none stated; pyiqa copies: CC BY-NC-SA 4.0)",
+        )
+
+    def crop_positions(self, h: int, w: int) -> list[tuple[int, int]]:
+        return paper_positions(h, w, self.num_crops, self.step)
+
+    def image_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.visual(x)
+
+    def logit_factor(self) -> torch.Tensor:
+        return self.logit_scale.exp()
+
+    def encode_labels(self) -> torch.Tensor:
+        """(K, 512) L2-normalised text features of the prompts, from this model's own text tower.
+
+        Runs the first L tokens only (exact: causal attention, pooled at EOT).
+        """
+        tokens = self.prompt_tokens
+        x = self.token_embedding(tokens) + self.positional_embedding[: tokens.shape[1]]
+        x = self.ln_final(self.transformer(x, attn_mask=self.attn_mask))
+        x = x[torch.arange(len(tokens), device=x.device), tokens.argmax(dim=-1)] @ self.text_projection
+        return F.normalize(x.float(), dim=-1)
+
+    def load_checkpoint(self, path: str | Path) -> None:
+        """Load a local CLIP/LIQE checkpoint strictly: official (raw OpenAI state dict), pyiqa
+        (`{'params': ...}`, `clip_model.` prefix) or our own; .pt/.pth (weights_only) or .safetensors.
+        Raises `WeightsError` listing every missing, unexpected and mis-shaped key."""
+        load_strict(self, adapt_state_dict(read_state_dict(path)), source=path)
+
+
+# --- lite variant: EfficientNet-Lite0 + learned label embeddings --------------------------------
+class LIQELite(LIQEBase):
+    """LIQE's joint formulation on an ImageNet Lite0 image tower and learned compositional label embeddings."""
+
+    TAPS = (1, 2, 3, 4)
+
+    def __init__(self, labels: str = "joint", short_side: int | None = 768, grid: tuple[int, int] = (2, 3),
+                 embed_dim: int = 256) -> None:
+        super().__init__(labels, short_side, IMAGENET_MEAN, IMAGENET_STD)
+        self.grid = grid
+        self.trunk = lite0_features(out_indices=self.TAPS)
+        pooled = 2 * sum(FEATURE_CHANNELS[i] for i in self.TAPS)
+        self.project = nn.Sequential(nn.LayerNorm(pooled), nn.Linear(pooled, embed_dim))
+        self.quality_embed = nn.Parameter(torch.randn(len(QUALITY_LEVELS), embed_dim) / math.sqrt(embed_dim))
+        if labels == "joint":
+            self.scene_embed = nn.Parameter(torch.randn(len(SCENES), embed_dim) / math.sqrt(embed_dim))
+            self.distortion_embed = nn.Parameter(torch.randn(len(DISTORTIONS), embed_dim) / math.sqrt(embed_dim))
+            self.mix = nn.Sequential(nn.Linear(3 * embed_dim, embed_dim), nn.GELU(), nn.Linear(embed_dim, embed_dim))
+            nn.init.zeros_(self.mix[2].weight)
+            nn.init.zeros_(self.mix[2].bias)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))  # CLIP's initial temperature
+        rows, cols = grid
+        self.info = ModelInfo(
+            name="liqe", variant="lite", kind="NR", native_range=(1.0, 5.0), higher_is_better=True,
+            protocol=(f"short side<224→224; short side→{short_side} if both sides ≥{short_side} (bilinear, antialias); "
+                      f"{rows}×{cols} grid of 224 crops edge to edge ({cols}×{rows} for portrait); logits averaged over crops"),
+            backbone=f"EfficientNet-Lite0 (ImageNet, {WEIGHTS_SOURCE}) + learned label embeddings",
+            weights_licence="Apache-2.0 (ImageNet Lite0 backbone)",
+        )
+
+    def crop_positions(self, h: int, w: int) -> list[tuple[int, int]]:
+        rows, cols = self.grid if w >= h else self.grid[::-1]
+        return grid_positions(h, w, rows, cols)
+
+    def image_features(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = []
+        for f in self.trunk(x):
+            f = f.float()
+            pooled += [f.mean(dim=(2, 3)), (f.var(dim=(2, 3), unbiased=False) + 1e-6).sqrt()]
+        return self.project(torch.cat(pooled, dim=1))
+
+    def encode_labels(self) -> torch.Tensor:
+        q = self.quality_embed.float()
+        if self.labels == "quality":
+            return F.normalize(q, dim=-1)
+        nq, ns, nd, dim = len(QUALITY_LEVELS), len(SCENES), len(DISTORTIONS), q.shape[1]
+        parts = (
+            q[:, None, None].expand(nq, ns, nd, dim),
+            self.scene_embed.float()[None, :, None].expand(nq, ns, nd, dim),
+            self.distortion_embed.float()[None, None, :].expand(nq, ns, nd, dim),
+        )
+        e = sum(parts) + self.mix(torch.cat(parts, dim=-1)).float()
+        return F.normalize(e.reshape(nq * ns * nd, dim), dim=-1)  # row q·99 + c·11 + d
+
+    def logit_factor(self) -> torch.Tensor:
+        return self.logit_scale.exp().clamp(max=100.0)
+
+
+def build(variant: str = "lite", backbone_weights: str | None = None, *, labels: str = "joint", **protocol) -> LIQEBase:
+    """The registry's entry point. `paper`: CLIP from the local checkpoint `backbone_weights` (random init when None).
+
+    `lite`: always the packaged ImageNet Lite0. `protocol` passes the frame-protocol options
+    (paper: short_side, num_crops, step; lite: short_side, grid).
+    """
+    if variant == "paper":
+        model = LIQEPaper(labels, **protocol)
+        if backbone_weights is not None:
+            model.load_checkpoint(backbone_weights)
+    elif variant == "lite":
+        if backbone_weights is not None:
+            raise ValueError("the lite variant always uses the packaged ImageNet Lite0 weights")
+        model = LIQELite(labels, **protocol)
+    else:
+        raise ValueError(f"unknown LIQE variant {variant!r} (expected 'lite' or 'paper')")
+    return model.eval()
+
+
+# --- losses (MNL_Loss.py) ------------------------------------------------------------------------
+_EPS = 1e-8
+
+
+def _fidelity(p: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    return 1 - torch.sqrt(p * g + _EPS) - torch.sqrt((1 - p) * (1 - g) + _EPS)
+
+
+def fidelity_rank_loss(quality: torch.Tensor, mos: torch.Tensor, groups: torch.Tensor | None = None) -> torch.Tensor:
+    """Pairwise fidelity loss on Φ(q̂_i − q̂_j) against 1[y_i > y_j] (ties ½), over pairs i<j of the same
+    group (source dataset); mean per group, then mean over the groups that have a pair."""
+    quality, mos = quality.float(), mos.float()
+    if groups is None:
+        groups = torch.zeros_like(mos, dtype=torch.long)
+    p = 0.5 * (1 + torch.erf((quality[:, None] - quality[None, :]) / math.sqrt(2)))
+    g = 0.5 * (torch.sign(mos[:, None] - mos[None, :]) + 1)
+    loss = _fidelity(p, g)
+    upper = torch.ones_like(loss, dtype=torch.bool).triu(diagonal=1)
+    per_group = [
+        loss[pairs].mean()
+        for group in groups.unique()
+        if (pairs := upper & (groups[:, None] == group) & (groups[None, :] == group)).any()
+    ]
+    if not per_group:
+        raise ValueError("the ranking loss needs at least two images of one group")
+    return torch.stack(per_group).mean()
+
+
+def scene_fidelity_loss(scene: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Multi-label fidelity: scene marginals (N×9) against multi-hot targets, mean over classes and images."""
+    return _fidelity(scene.float(), targets.float()).mean()
+
+
+def distortion_fidelity_loss(distortion: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Single-label fidelity: 1 − Σ_k √(p_k g_k + ε) with one-hot g from class indices, mean over images."""
+    g = F.one_hot(targets, distortion.shape[-1]).float()
+    return (1 - torch.sqrt(distortion.float() * g + _EPS).sum(dim=-1)).mean()
+
+
+def training_loss(out: dict[str, torch.Tensor], mos: torch.Tensor, groups: torch.Tensor | None = None,
+                  scenes: torch.Tensor | None = None, distortions: torch.Tensor | None = None,
+                  weights: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """LIQE's loss on `predict` output: λ_q·ranking + λ_s·scene + λ_d·distortion (the terms whose labels are given).
+
+    `weights` are the Dynamic Weight Average factors (quality, scene, distortion). Returns the
+    total and each unweighted term (the epoch means of those feed `DynamicWeightAverage`).
+    """
+    terms = {"quality": fidelity_rank_loss(out["quality"], mos, groups)}
+    if scenes is not None:
+        terms["scene"] = scene_fidelity_loss(out["scene"], scenes)
+    if distortions is not None:
+        terms["distortion"] = distortion_fidelity_loss(out["distortion"], distortions)
+    lam = dict(zip(("quality", "scene", "distortion"), weights))
+    return sum(lam[k] * v for k, v in terms.items()), terms
+
+
+class DynamicWeightAverage:
+    """Task weights λ_k = K·softmax_k(w/T), w_k = L̄_k(t−1)/L̄_k(t−2) from epoch-mean losses (MTAN); 1 for the first two epochs."""
+
+    def __init__(self, num_tasks: int = 3, temperature: float = 2.0) -> None:
+        self.num_tasks, self.temperature = num_tasks, temperature
+        self.history: list[list[float]] = []
+
+    def weights(self) -> list[float]:
+        if len(self.history) < 2:
+            return [1.0] * self.num_tasks
+        ratios = torch.tensor(self.history[-1]) / torch.tensor(self.history[-2])
+        return (self.num_tasks * torch.softmax(ratios / self.temperature, dim=0)).tolist()
+
+    def end_epoch(self, mean_losses: list[float]) -> None:
+        if len(mean_losses) != self.num_tasks:
+            raise ValueError(f"expected {self.num_tasks} epoch losses, got {len(mean_losses)}")
+        self.history = (self.history + [list(mean_losses)])[-2:]
