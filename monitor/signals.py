@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 
 PSNR_CAP_DB = 100.0  # identical frames: FFmpeg prints "inf"; a finite cap keeps window stats usable
 BLACK_PIXEL_TH = 0.10  # as FFmpeg blackdetect: a pixel is black below 10% of the luma range above black
@@ -73,7 +74,7 @@ def ssim_y(d: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
     h4, w4 = h // 4, w // 4
 
     def block_sums(x: torch.Tensor) -> torch.Tensor:
-        s = x[:, : h4 * 4, : w4 * 4].reshape(n, h4, 4, w4, 4).sum(dim=(2, 4)).double()
+        s = (F.avg_pool2d(x[:, None, : h4 * 4, : w4 * 4], 4)[:, 0] * 16).double()
         return s[:, :-1, :-1] + s[:, 1:, :-1] + s[:, :-1, 1:] + s[:, 1:, 1:]
 
     s1, s2 = block_sums(d), block_sums(r)
@@ -89,7 +90,7 @@ def ssim_y(d: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
 
 def black_ratio(y: torch.Tensor, full_range: bool) -> torch.Tensor:
     black, white = (0.0, 255.0) if full_range else (16.0, 235.0)
-    return (y <= black + BLACK_PIXEL_TH * (white - black)).float().mean(dim=(1, 2))
+    return (y <= black + BLACK_PIXEL_TH * (white - black)).flatten(1).count_nonzero(dim=1) / (y.shape[1] * y.shape[2])
 
 
 def blockiness(y: torch.Tensor) -> torch.Tensor:
@@ -97,8 +98,8 @@ def blockiness(y: torch.Tensor) -> torch.Tensor:
 
     Assumes the block grid starts at the top-left pixel (true for decoded, uncropped video).
     """
-    cols = (y[:, :, 1:] - y[:, :, :-1]).abs().sum(dim=1)  # N × (W-1): step between column x and x+1
-    rows = (y[:, 1:, :] - y[:, :-1, :]).abs().sum(dim=2)  # N × (H-1)
+    cols = (y[:, :, 1:] - y[:, :, :-1]).abs_().sum(dim=1)  # N × (W-1): step between column x and x+1
+    rows = (y[:, 1:, :] - y[:, :-1, :]).abs_().sum(dim=2)  # N × (H-1)
     edge = cols[:, 7::8].sum(dim=1) + rows[:, 7::8].sum(dim=1)
     inner = cols.sum(dim=1) + rows.sum(dim=1) - edge
     h, w = y.shape[1:]
@@ -110,18 +111,21 @@ def blockiness(y: torch.Tensor) -> torch.Tensor:
 
 def sharpness(y: torch.Tensor) -> torch.Tensor:
     """Energy of the 4-neighbour Laplacian (valid region), by shifted slices: cheaper than a 1-channel conv."""
-    c = y[:, 1:-1, 1:-1]
-    lap = y[:, :-2, 1:-1] + y[:, 2:, 1:-1] + y[:, 1:-1, :-2] + y[:, 1:-1, 2:] - 4 * c
-    return lap.square().mean(dim=(1, 2))
+    lap = torch.add(y[:, :-2, 1:-1] + y[:, 2:, 1:-1], y[:, 1:-1, 1:-1], alpha=-4)
+    lap += y[:, 1:-1, :-2]
+    lap += y[:, 1:-1, 2:]
+    return lap.square_().mean(dim=(1, 2))
 
 
 def spatial_information(y: torch.Tensor) -> torch.Tensor:
     """P.910 SI: std of the Sobel gradient magnitude over the valid region (separable Sobel by slices)."""
     dx = y[:, :, 2:] - y[:, :, :-2]  # horizontal central difference, then [1,2,1] down the rows
-    gx = dx[:, :-2] + 2 * dx[:, 1:-1] + dx[:, 2:]
-    sy = y[:, :, :-2] + 2 * y[:, :, 1:-1] + y[:, :, 2:]  # [1,2,1] along the row, then vertical difference
+    gx = torch.add(dx[:, :-2] + dx[:, 2:], dx[:, 1:-1], alpha=2)
+    del dx
+    sy = torch.add(y[:, :, :-2] + y[:, :, 2:], y[:, :, 1:-1], alpha=2)  # [1,2,1] along the row, then vertical difference
     gy = sy[:, 2:] - sy[:, :-2]
-    return torch.sqrt(gx.square() + gy.square()).flatten(1).std(dim=1, correction=0)
+    del sy
+    return torch.hypot(gx, gy).flatten(1).std(dim=1, correction=0)
 
 
 def compute(y: torch.Tensor, prev: torch.Tensor | None, full_range: bool) -> dict[str, torch.Tensor]:
