@@ -1,4 +1,6 @@
 # Two entry points for a fresh machine: `make run` (embedded default on a sample clip) and `make test`.
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -ec
 VENV ?= .venv
 PY := $(VENV)/bin/python
 OUT ?= out
@@ -7,7 +9,7 @@ OUT ?= out
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[test]' 2>&1 | { grep -v 'is ignored: it is neither' || true; }
 	touch $@
 
 run: $(VENV)/.installed
