@@ -403,16 +403,15 @@ class LIQELite(LIQEBase):
 def build(variant: str = "lite", backbone_weights: str | None = None, *, labels: str = "joint", **protocol) -> LIQEBase:
     """The registry's entry point. `paper`: CLIP from the local checkpoint `backbone_weights` (random init when None).
 
-    `lite`: always the packaged ImageNet Lite0. `protocol` passes the frame-protocol options
-    (paper: short_side, num_crops, step; lite: short_side, grid).
+    `lite`: always the packaged ImageNet Lite0 (`backbone_weights` is ignored, as the registry
+    documents). `protocol` passes the frame-protocol options (paper: short_side, num_crops, step;
+    lite: short_side, grid).
     """
     if variant == "paper":
         model = LIQEPaper(labels, **protocol)
         if backbone_weights is not None:
             model.load_checkpoint(backbone_weights)
     elif variant == "lite":
-        if backbone_weights is not None:
-            raise ValueError("the lite variant always uses the packaged ImageNet Lite0 weights")
         model = LIQELite(labels, **protocol)
     else:
         raise ValueError(f"unknown LIQE variant {variant!r} (expected 'lite' or 'paper')")

@@ -1,4 +1,5 @@
 """LIQE: prompts, frame protocols, official checkpoint layouts, cost, shapes, gradients, losses."""
+import open_clip
 import pytest
 import torch
 import torch.nn.functional as F
@@ -57,6 +58,13 @@ def test_lite_protocol_covers_the_frame(lite):
     assert positions == [(0, 0), (0, 570), (0, 1141), (544, 0), (544, 570), (544, 1141)]
     assert len(lite.crop_positions(1365, 768)) == 6  # portrait: 3 rows × 2 columns
     assert lite.crop_positions(224, 224) == [(0, 0)]
+
+
+def test_joint_prompts_tokenize_offline():
+    tokens = open_clip.get_tokenizer("ViT-B-32-quickgelu")(joint_prompts())  # BPE vocab ships in the wheel
+    assert tokens.shape == (495, 77) and len(set(map(tuple, tokens.tolist()))) == 495
+    assert tokens.argmax(dim=-1).max() == 23  # longest prompt + EOT: the text tower runs 24 tokens, not 77
+    assert open_clip.decode(tokens[0]).startswith("<start_of_text>a photo of a animal with jpeg 2 0 0 0 compression")
 
 
 def test_tokenizer_and_truncated_text_tower_match_open_clip(paper):
