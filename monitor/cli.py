@@ -58,12 +58,32 @@ def _sinks(out: str | None, fmt: str):
     return [ParquetSink(out)]
 
 
+def load_model(spec: str, device: str):
+    """`name[/variant][:weights]`: weights = a checkpoint path, 'untrained', or omitted for the shipped default."""
+    from models import registry
+    from models.weights import WeightsError
+    from monitor.scoring import pick_device
+
+    head, _, weights = spec.partition(":")
+    name, _, variant = head.partition("/")
+    variant = variant or "lite"
+    w = {"": "default", "untrained": None}.get(weights, weights)
+    try:
+        return registry.create(name, variant, weights=w, device=pick_device(device))
+    except (KeyError, ValueError, WeightsError, FileNotFoundError) as e:
+        msg = str(e).strip("'\"")
+        if w == "default" and isinstance(e, WeightsError):
+            msg += f" (on the command line: --model {head}:PATH or --model {head}:untrained)"
+        raise InputError(f"--model {spec}: {msg}") from None
+
+
 def cmd_score(args) -> int:
     from monitor.pipeline import score_file
     from monitor.sampling import Sampler
 
     sampler = Sampler.parse(args.sample)
     window = parse_window(args.window)
+    models = [load_model(spec, args.device) for spec in args.model]
     sinks = _sinks(args.out, args.format)
     show = _console(stderr=args.out == "-")
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -79,7 +99,8 @@ def cmd_score(args) -> int:
         with FileSource(args.video) as probe:  # validate early and size the bar
             progress.update(task, total=probe.info.frames_estimate)
         summary = score_file(args.video, ref=args.ref, ref_offset=args.ref_offset, sampler=sampler, window=window,
-                             sinks=sinks, device=args.device, batch_size=args.batch, on_progress=advance)
+                             sinks=sinks, device=args.device, batch_size=args.batch, models=models,
+                             on_progress=advance)
     print_summary(summary, show, args.out)
     return 0
 
@@ -119,6 +140,32 @@ def _num(v: float) -> str:
     return f"{v:.4g}" if abs(v) < 1e4 else f"{v:.3e}"
 
 
+def cmd_models(args) -> int:
+    from models import registry
+
+    table = Table(show_edge=False, header_style="bold")
+    for col in ("model", "kind", "native range", "better", "params (M)", "GMACs/224", "GMACs/1080p", "trained",
+                "weights licence"):
+        table.add_column(col, justify="right" if col.startswith(("params", "GMACs")) else "left")
+    protocols = []
+    for row in registry.list():
+        label = f"{row['name']}/{row['variant']}"
+        if "error" in row:
+            table.add_row(label, "[red]unavailable[/]", row["error"])
+            continue
+        lo, hi = row["native_range"]
+        table.add_row(label, row["kind"], f"{lo:g}..{hi:g}", "higher" if row["higher_is_better"] else "lower",
+                      f"{row['params_m']:.2f}", f"{row['gmacs_224']:.2f}", f"{row['gmacs_1080p']:.1f}",
+                      "yes" if row["trained"] else "no", row["weights_licence"])
+        protocols.append(f"{label}: {row['protocol']}")
+    console = _console(stderr=False)
+    console.print(table)
+    console.print("\n[bold]frame protocols[/]")
+    for line in protocols:
+        console.print(f"  {line}", highlight=False)
+    return 0
+
+
 def cmd_sample(args) -> int:
     from monitor.samples import make_sample
 
@@ -143,8 +190,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--format", choices=("parquet", "jsonl"), default="parquet")
     s.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     s.add_argument("--batch", type=int, default=8, help="frames per scoring batch (default 8)")
+    s.add_argument("--model", action="append", default=[], metavar="NAME[/VARIANT][:WEIGHTS]",
+                   help="also score with a quality model (repeatable): e.g. liqe, gsn/lite:ckpt.safetensors, "
+                        "nemg:untrained; see `vqmon models`")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_score)
+
+    md = sub.add_parser("models", help="list the quality models: kind, range, params, GMACs, weights")
+    md.set_defaults(func=cmd_models)
 
     m = sub.add_parser("sample", help="write a demo reference/distorted clip pair (panned photo, x264)")
     m.add_argument("out_dir")

@@ -85,6 +85,10 @@ class Frame:
     def bit_depth(self) -> int:
         return self._luma[1]
 
-    def rgb(self) -> np.ndarray:
-        """H×W×3 uint8 RGB, converted only when a model needs it."""
+    @cached_property
+    def _rgb(self) -> np.ndarray:
         return self._picture().to_ndarray(format="rgb24")
+
+    def rgb(self) -> np.ndarray:
+        """H×W×3 uint8 RGB, converted once and only when a model needs it."""
+        return self._rgb

@@ -18,7 +18,7 @@ from monitor.align import ReferencePairer
 from monitor.frames import Frame
 from monitor.records import FrameScore
 from monitor.sampling import Sampler
-from monitor.scoring import SignalScorer, pick_device
+from monitor.scoring import ModelScorer, SignalScorer, pick_device
 from monitor.signals import BLACK_FRAME_RATIO, FREEZE_MAFD, segments
 from monitor.sources import FileSource, StreamInfo
 from monitor.windows import WindowAggregator, WindowSpec
@@ -86,9 +86,10 @@ _END = object()
 class _Decoder(threading.Thread):
     """Decodes, samples, pairs and extracts luma ahead of the scorers."""
 
-    def __init__(self, source: FileSource, sampler: Sampler, pairer: ReferencePairer | None, depth: int = 32):
+    def __init__(self, source: FileSource, sampler: Sampler, pairer: ReferencePairer | None, need_rgb: bool,
+                 depth: int = 32):
         super().__init__(daemon=True, name=f"decode-{source.stream_id}")
-        self.source, self.sampler, self.pairer = source, sampler, pairer
+        self.source, self.sampler, self.pairer, self.need_rgb = source, sampler, pairer, need_rgb
         self.queue: queue.Queue = queue.Queue(maxsize=depth)
         self._stop_flag = threading.Event()
         self._period = 1.0 / (source.info.fps or 25.0)
@@ -101,11 +102,13 @@ class _Decoder(threading.Thread):
                 t = frame.pts_s if frame.pts_s is not None else frame.index * self._period
                 item = _Item(frame, t, self.sampler.take(frame.index, t))
                 if item.sampled:
-                    frame.y  # noqa: B018 - extract luma here, off the scoring thread
                     if self.pairer is not None:
                         item.ref = self.pairer.match(frame)
-                        if item.ref is not None:
-                            item.ref.y  # noqa: B018
+                    for f in (frame, item.ref):  # convert here, off the scoring thread
+                        if f is not None:
+                            f.y  # noqa: B018
+                            if self.need_rgb:
+                                f.rgb()
                 self.queue.put(item)
             self.queue.put(_END)
         except BaseException as e:  # surfaced in the consumer
@@ -128,17 +131,21 @@ class _Decoder(threading.Thread):
 
 def score_file(path: str, ref: str | None = None, ref_offset: int = 0, sampler: Sampler | None = None,
                window: WindowSpec = WindowSpec(2.0), sinks=(), device: str = "auto", batch_size: int = 8,
-               stream_id: str | None = None, on_progress=None) -> RunSummary:
-    """Score one file (optionally against a reference file) and write records to `sinks`."""
+               stream_id: str | None = None, models=(), on_progress=None) -> RunSummary:
+    """Score one file (optionally against a reference file) and write records to `sinks`.
+
+    `models`: quality models (from models.registry.create) scored on every sampled frame besides the signals.
+    """
     sampler = sampler or Sampler()
     source = FileSource(path, stream_id=stream_id)
     ref_source = FileSource(ref, scale_to=(source.info.width, source.info.height)) if ref else None
     pairer = ReferencePairer(ref_source, ref_offset) if ref_source else None
     summary = RunSummary(path, source.stream_id, source.info, sampler.describe(), reference=ref)
-    scorers = [SignalScorer(pick_device(device))]
+    dev = pick_device(device)
+    scorers = [SignalScorer(dev)] + [ModelScorer(m, dev) for m in models]
     windows = WindowAggregator(window)
     collected: dict[str, list] = {}  # metric → [values], plus "_index"/"_pts" per scored frame
-    decoder = _Decoder(source, sampler, pairer)
+    decoder = _Decoder(source, sampler, pairer, need_rgb=any(s.needs_rgb for s in scorers))
     started = time.perf_counter()
     decoder.start()
     try:
@@ -183,11 +190,15 @@ def _process(batch: list[_Item], scorers, windows: WindowAggregator, sinks, coll
         return
     sampled = [i for i in batch if i.sampled]
     values: dict[str, np.ndarray] = {}
-    infos = {}
+    extras: dict[str, list] = {}
+    infos, tags = {}, {}
     if sampled:
         for scorer in scorers:
-            values.update(scorer.score([i.frame for i in sampled], [i.ref for i in sampled]))
+            v, e = scorer.score([i.frame for i in sampled], [i.ref for i in sampled])
+            values.update(v)
+            extras.update(e)
             infos.update(scorer.metrics)
+            tags.update(scorer.models)
     scores = {m: infos[m].to_score(torch.from_numpy(v.astype(np.float64))).numpy() if infos[m].to_score else None
               for m, v in values.items()}
     records, closed = [], []
@@ -205,7 +216,8 @@ def _process(batch: list[_Item], scorers, windows: WindowAggregator, sinks, coll
             collected.setdefault(m, []).append(val)
             if math.isnan(val):
                 continue
-            records.append(FrameScore(f.stream_id, f.index, f.pts_s, f.ingest_ts, f.width, f.height, m, val, sc))
+            records.append(FrameScore(f.stream_id, f.index, f.pts_s, f.ingest_ts, f.width, f.height, m, val, sc,
+                                      tags.get(m), extras[m][k] if m in extras else {}))
             windows.add(f.stream_id, m, "value", item.t, val)
             if sc is not None:
                 windows.add(f.stream_id, m, "score", item.t, sc)

@@ -1,7 +1,9 @@
 """Scorers turn a batch of sampled frames (and paired references) into per-frame metric values on a device.
 
-A scorer has `metrics` (name → MetricInfo-like object with `to_score`) and
-`score(frames, refs) -> {metric: numpy array of len(frames)}`, NaN where a value is undefined.
+A scorer has `metrics` (name → MetricInfo), `models` (metric → model tag for records; empty for
+signals), `needs_rgb`, and `score(frames, refs) -> (values, extras)`: values maps each metric to
+a numpy array of len(frames) (NaN where undefined, e.g. FR without a reference), extras maps a
+metric to one dict per frame for the record's `extras`.
 """
 from __future__ import annotations
 
@@ -54,6 +56,8 @@ class SignalScorer:
     """The cheap signals of monitor.signals; FR ones only for frames that have a paired reference."""
 
     metrics = signals.METRICS
+    models: dict[str, str] = {}
+    needs_rgb = False
 
     def __init__(self, device: torch.device, full_range: bool = False):
         if device.type == "cpu":
@@ -63,7 +67,7 @@ class SignalScorer:
         self._prev: torch.Tensor | None = None
 
     @torch.inference_mode()
-    def score(self, frames: list[Frame], refs: list[Frame | None]) -> dict[str, np.ndarray]:
+    def score(self, frames: list[Frame], refs: list[Frame | None]) -> tuple[dict[str, np.ndarray], dict]:
         y = luma_batch(frames, self.device)
         prev = self._prev if self._prev is not None and self._prev.shape == y.shape[1:] else None
         out = {k: v.cpu().numpy() for k, v in signals.compute(y, prev, self.full_range).items()}
@@ -76,4 +80,58 @@ class SignalScorer:
                 col = np.full(len(frames), np.nan)
                 col[paired] = fn(d, r).cpu().numpy()
                 out[name] = col
-        return out
+        return out, {}
+
+
+def rgb_batch(frames: list[Frame], device: torch.device) -> torch.Tensor:
+    """N×3×H×W float RGB in [0, 1] on `device`, channels_last (the layout convolutions run fastest in)."""
+    x = torch.from_numpy(np.stack([f.rgb() for f in frames]))
+    if device.type == "cuda":
+        x = x.pin_memory().to(device, non_blocking=True)
+    return x.permute(0, 3, 1, 2).float().div_(255.0).contiguous(memory_format=torch.channels_last)
+
+
+class ModelScorer:
+    """A quality model from `models.registry` as a scorer of metric `nr.<name>` or `fr.<name>`.
+
+    On CUDA it runs under bf16 autocast (fp16 where bf16 is unsupported); on CPU in fp32. Records
+    carry `model` = name/variant@sha256-prefix, or @untrained for a model created with weights=None.
+    """
+
+    needs_rgb = True
+
+    def __init__(self, model, device: torch.device):
+        self.model = model.to(device).eval()
+        self.device = device
+        info = model.info
+        self.fr = info.kind == "FR"
+        self.metric = f"{'fr' if self.fr else 'nr'}.{info.name}"
+        self.tag = f"{info.name}/{info.variant}@{model.weights_sha256[:12] if model.trained else 'untrained'}"
+        lo, hi = info.native_range
+        self.metrics = {self.metric: signals.MetricInfo(
+            self.metric, info.kind, f"{lo:g}..{hi:g}", info.higher_is_better,
+            f"{info.name} ({info.variant}): {info.protocol}", to_score=model.normalise)}
+        self.models = {self.metric: self.tag}
+        self._labels = getattr(model, "extra_labels", {})
+        if device.type == "cuda":
+            self._dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        else:
+            self._dtype = None
+
+    @torch.inference_mode()
+    def score(self, frames: list[Frame], refs: list[Frame | None]) -> tuple[dict[str, np.ndarray], dict[str, list]]:
+        idx = [i for i, r in enumerate(refs) if r is not None] if self.fr else list(range(len(frames)))
+        values = np.full(len(frames), np.nan)
+        extras: list[dict] = [{} for _ in frames]
+        if idx:
+            x = rgb_batch([frames[i] for i in idx], self.device)
+            r = rgb_batch([refs[i] for i in idx], self.device) if self.fr else None
+            with torch.autocast(self.device.type, dtype=self._dtype, enabled=self._dtype is not None):
+                out = self.model.score_frames(x, r)
+            values[idx] = out.pop("quality").float().cpu().numpy()
+            for key, t in out.items():  # per-frame distributions, e.g. LIQE's scene and distortion
+                probs = t.double().cpu().numpy().round(4)
+                names = self._labels.get(key)
+                for j, i in enumerate(idx):
+                    extras[i][key] = dict(zip(names, probs[j].tolist())) if names else probs[j].tolist()
+        return {self.metric: values}, {self.metric: extras}
