@@ -157,6 +157,8 @@ def grid_positions(h: int, w: int, rows: int, cols: int) -> list[tuple[int, int]
 class LIQEBase(QualityModel):
     """The joint-probability head shared by both variants; subclasses embed crops and labels."""
 
+    extra_labels = {"scene": SCENES, "distortion": DISTORTIONS}  # names of score_frames' distributions
+
     def __init__(self, labels: str, short_side: int | None, mean: tuple, std: tuple) -> None:
         super().__init__()
         if labels not in LABEL_SETS:

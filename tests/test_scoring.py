@@ -1,0 +1,70 @@
+"""Quality models inside the scoring path: records say which model and whether it is trained; FR needs a reference."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from models import registry
+from monitor.records import FrameScore, WindowStat
+from monitor.cli import main
+from monitor.pipeline import score_file
+from monitor.samples import encode, panned_frames
+from monitor.sampling import Sampler
+
+
+class Collect:
+    def __init__(self):
+        self.records = []
+
+    def write(self, records):
+        self.records += list(records)
+
+    def close(self):
+        pass
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    d = tmp_path_factory.mktemp("models")
+    frames = list(panned_frames(256, 160, 10))
+    return {"ref": encode(str(d / "ref.mp4"), frames, crf=None),
+            "dist": encode(str(d / "dist.mp4"), frames, crf=40),
+            "short_ref": encode(str(d / "short.mp4"), frames[:6], crf=None)}
+
+
+def test_untrained_nr_model_scores_every_sampled_frame_and_says_untrained(clips):
+    sink = Collect()
+    model = registry.create("nemg", "lite", weights=None)
+    s = score_file(clips["dist"], sampler=Sampler.parse("2"), models=[model], sinks=[sink])
+    rows = [r for r in sink.records if isinstance(r, FrameScore) and r.metric == "nr.nemg"]
+    assert [r.frame_index for r in rows] == [0, 2, 4, 6, 8]
+    assert all(r.model == "nemg/lite@untrained" and np.isfinite(r.value) and 0 <= r.score <= 100 for r in rows)
+    assert any(m.metric == "nr.nemg" for m in s.metrics)
+    assert any(isinstance(r, WindowStat) and r.metric == "nr.nemg" and r.scale == "score" for r in sink.records)
+
+
+def test_fr_model_scores_only_frames_with_a_reference(clips):
+    sink = Collect()
+    model = registry.create("gsn", "lite", weights=None)
+    score_file(clips["dist"], ref=clips["short_ref"], models=[model], sinks=[sink])
+    rows = [r for r in sink.records if isinstance(r, FrameScore) and r.metric == "fr.gsn"]
+    assert [r.frame_index for r in rows] == list(range(6))
+    assert all(r.model == "gsn/lite@untrained" for r in rows)
+
+
+def test_model_without_shipped_weights_is_a_clear_usage_error(clips, capsys):
+    assert main(["score", clips["dist"], "--model", "nemg", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "--model nemg" in err and "untrained" in err
+    assert main(["score", clips["dist"], "--model", "nosuch:untrained", "-q"]) == 2
+
+
+def test_liqe_scene_and_distortion_distributions_reach_the_records(clips):
+    sink = Collect()
+    score_file(clips["dist"], sampler=Sampler.parse("5"), models=[registry.create("liqe", "lite", weights=None)],
+               sinks=[sink])
+    rows = [r for r in sink.records if isinstance(r, FrameScore) and r.metric == "nr.liqe"]
+    assert len(rows) == 2 and all(1 <= r.value <= 5 for r in rows)
+    scene = rows[0].extras["scene"]
+    assert set(scene) == {"animal", "cityscape", "human", "indoor", "landscape", "night", "plant", "still_life", "others"}
+    assert sum(scene.values()) == pytest.approx(1, abs=1e-3) and len(rows[0].extras["distortion"]) == 11
