@@ -109,7 +109,7 @@ class ModelScorer:
         self.tag = f"{info.name}/{info.variant}@{model.weights_sha256[:12] if model.trained else 'untrained'}"
         lo, hi = info.native_range
         self.metrics = {self.metric: signals.MetricInfo(
-            self.metric, info.kind, f"{lo:g}..{hi:g}", info.higher_is_better,
+            self.metric, info.kind, f"{lo:g}..{hi:g}", info.native_range, info.higher_is_better,
             f"{info.name} ({info.variant}): {info.protocol}", to_score=model.normalise)}
         self.models = {self.metric: self.tag}
         self._labels = getattr(model, "extra_labels", {})

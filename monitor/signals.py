@@ -6,6 +6,7 @@ the same size; difference signals (freeze, TI) compare with the previous *sample
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -23,6 +24,7 @@ class MetricInfo:
     name: str
     kind: str  # "FR" or "NR"
     unit: str
+    range: tuple[float, float]  # native value range (inf where unbounded)
     higher_is_better: bool
     description: str
     to_score: Callable[[torch.Tensor], torch.Tensor] | None = None  # native → 0–100; None: no meaningful score
@@ -37,20 +39,20 @@ def _flag(bad: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor
 
 
 METRICS: dict[str, MetricInfo] = {m.name: m for m in [
-    MetricInfo("fr.psnr_y", "FR", "dB", True, "PSNR of luma vs reference (peak 255, capped at 100 dB); score: 20 dB→0, 50 dB→100",
+    MetricInfo("fr.psnr_y", "FR", "dB", (0.0, PSNR_CAP_DB), True, "PSNR of luma vs reference (peak 255, capped at 100 dB); score: 20 dB→0, 50 dB→100",
                _linear(20.0, 50.0)),
-    MetricInfo("fr.ssim_y", "FR", "", True, "SSIM of luma, FFmpeg/x264 definition (8×8 windows, stride 4); score: 0.5→0, 1→100",
+    MetricInfo("fr.ssim_y", "FR", "", (-1.0, 1.0), True, "SSIM of luma, FFmpeg/x264 definition (8×8 windows, stride 4); score: 0.5→0, 1→100",
                _linear(0.5, 1.0)),
-    MetricInfo("sig.luma", "NR", "fraction", True, "mean luma as a fraction of full scale"),
-    MetricInfo("sig.black", "NR", "fraction", False, "share of black pixels (blackdetect threshold); score 0 when ≥ 98%",
+    MetricInfo("sig.luma", "NR", "fraction", (0.0, 1.0), True, "mean luma as a fraction of full scale"),
+    MetricInfo("sig.black", "NR", "fraction", (0.0, 1.0), False, "share of black pixels (blackdetect threshold); score 0 when ≥ 98%",
                _flag(lambda v: v >= BLACK_FRAME_RATIO)),
-    MetricInfo("sig.freeze", "NR", "fraction", True, "mean |Δluma| vs previous sampled frame (MAFD); score 0 when ≤ 0.001",
+    MetricInfo("sig.freeze", "NR", "fraction", (0.0, 1.0), True, "mean |Δluma| vs previous sampled frame (MAFD); score 0 when ≤ 0.001",
                _flag(lambda v: v <= FREEZE_MAFD)),
-    MetricInfo("sig.blockiness", "NR", "ratio", False, "mean |Δ| across 8×8 block edges / inside blocks; score: 1→100, 2→0",
+    MetricInfo("sig.blockiness", "NR", "ratio", (0.0, math.inf), False, "mean |Δ| across 8×8 block edges / inside blocks; score: 1→100, 2→0",
                _linear(2.0, 1.0)),
-    MetricInfo("sig.sharpness", "NR", "8-bit² units", True, "Laplacian energy of luma (low = blurred)"),
-    MetricInfo("sig.si", "NR", "8-bit units", True, "ITU-T P.910 spatial information (std of Sobel magnitude)"),
-    MetricInfo("sig.ti", "NR", "8-bit units", True, "ITU-T P.910 temporal information (std of Δluma vs previous sampled frame)"),
+    MetricInfo("sig.sharpness", "NR", "8-bit² units", (0.0, math.inf), True, "Laplacian energy of luma (low = blurred)"),
+    MetricInfo("sig.si", "NR", "8-bit units", (0.0, math.inf), True, "ITU-T P.910 spatial information (std of Sobel magnitude)"),
+    MetricInfo("sig.ti", "NR", "8-bit units", (0.0, math.inf), True, "ITU-T P.910 temporal information (std of Δluma vs previous sampled frame)"),
 ]}
 
 def to_float_luma(y: torch.Tensor, bit_depth: int) -> torch.Tensor:

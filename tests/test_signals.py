@@ -89,3 +89,10 @@ def test_signals_run_batched_on_torch_and_handle_flat_frames():
     assert signals.psnr_y(flat, flat)[0] == signals.PSNR_CAP_DB
     noisy = flat + torch.randn_like(flat) * 5
     assert 0 < signals.ssim_y(noisy, flat)[0] < 1
+
+
+def test_every_signal_stays_in_its_declared_range(crf_runs):
+    for run in crf_runs.values():
+        for m in run.metrics:
+            lo, hi = signals.METRICS[m.metric].range
+            assert lo <= m.min <= m.max <= hi, m
