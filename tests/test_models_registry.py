@@ -1,0 +1,73 @@
+"""Registry and weights I/O: explicit untrained models, strict loading with clear errors, hashes, metadata and cost."""
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from models import registry
+from models.weights import WeightsError, default_entry, read_metadata, save, sha256_file
+
+
+@pytest.fixture(scope="module")
+def untrained():
+    return registry.create("gsn", weights=None)
+
+
+def test_default_weights_missing_is_a_clear_error():
+    assert default_entry("gsn", "lite") is None
+    with pytest.raises(WeightsError, match=r"gsn/lite.*weights=None"):
+        registry.create("gsn")
+
+
+def test_untrained_model_is_marked(untrained):
+    assert untrained.weights_sha256 is None and not untrained.trained
+    assert not untrained.training
+
+
+def test_save_and_load_roundtrip(untrained, tmp_path):
+    with torch.no_grad():
+        untrained.head[2].bias.fill_(0.25)
+    path = tmp_path / "gsn_lite.safetensors"
+    digest = save(untrained, path, name="gsn", variant="lite", training={"data": "unit test", "steps": 0})
+    assert digest == sha256_file(path)
+    assert read_metadata(path)["model"] == "gsn" and '"steps": 0' in read_metadata(path)["training"]
+    loaded = registry.create("gsn", weights=str(path))
+    assert loaded.trained and loaded.weights_sha256 == digest
+    assert loaded.head[2].bias.item() == 0.25
+    # torch checkpoints load with weights_only=True, also inside {'state_dict': ...}
+    pt = tmp_path / "gsn_lite.pt"
+    torch.save({"state_dict": load_file(str(path))}, pt)
+    assert registry.create("gsn", weights=str(pt)).head[2].bias.item() == 0.25
+
+
+def test_partial_or_wrong_checkpoint_lists_the_keys(untrained, tmp_path):
+    sd = dict(untrained.state_dict())
+    del sd["head.0.weight"]
+    sd["head.2.bias"] = torch.zeros(3)
+    sd["extra.weight"] = torch.zeros(1)
+    path = tmp_path / "broken.pt"
+    torch.save(sd, path)
+    with pytest.raises(WeightsError) as err:
+        registry.create("gsn", weights=str(path))
+    msg = str(err.value)
+    assert "broken.pt" in msg and "missing: head.0.weight" in msg and "unexpected: extra.weight" in msg
+    assert "head.2.bias: file (3,) vs model (1,)" in msg
+
+
+def test_unknown_model_or_variant():
+    with pytest.raises(KeyError, match="unknown model"):
+        registry.create("vmaf", weights=None)
+    with pytest.raises(ValueError, match="variant"):
+        registry.create("nemg", variant="huge", weights=None)
+
+
+def test_metadata_and_cost_under_the_frame_protocol():
+    nemg = registry.describe("nemg", "paper")
+    assert nemg["kind"] == "NR" and nemg["higher_is_better"] and not nemg["trained"]
+    assert nemg["params_m"] == pytest.approx(27.18, rel=0.002)
+    assert nemg["gmacs_224"] == pytest.approx(13.49, rel=0.05)
+    assert nemg["gmacs_1080p"] == pytest.approx(40 * nemg["gmacs_224"], rel=0.01)  # 5x8 crop grid
+    gsn = registry.describe("gsn", "paper")
+    assert gsn["kind"] == "FR"
+    assert gsn["gmacs_224"] == pytest.approx(8.2, rel=0.05)  # folded CDC: two plain ResNet-50 passes + head
+    rows = registry.list()
+    assert {(r["name"], r["variant"]) for r in rows} == {(n, v) for n in registry.MODULES for v in registry.VARIANTS}
