@@ -94,3 +94,15 @@ def test_score_frames_needs_refs_and_is_deterministic(models):
         a = model.score_frames(frames, refs)["quality"]
         b = model.score_frames(frames, refs)["quality"]
     assert a.shape == (1,) and torch.equal(a, b)
+
+
+def test_autocast_channels_last(models):
+    model = models["lite"].eval()
+    x, ref = (t.contiguous(memory_format=torch.channels_last) for t in torch.randn(2, 2, 3, 96, 96))
+    with torch.inference_mode():
+        fp32 = model(x, ref)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            bf16 = model(x, ref)
+    assert bf16.shape == (2,) and torch.isfinite(bf16).all()
+    # random heads sum many cancelling terms, so bf16's ~3 digits show as an absolute error of a few 1e-3
+    assert torch.allclose(fp32, bf16.float(), atol=0.03, rtol=0)
