@@ -27,6 +27,7 @@ Reconstruction decisions ([RECON], brief §2.8):
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -95,6 +96,13 @@ class ConcatConv(nn.Module):
 
     def forward(self, *xs: torch.Tensor) -> torch.Tensor:
         return self.conv(torch.cat(xs, dim=1))
+
+
+def _full_precision(x: torch.Tensor):
+    """Context that turns autocast off for x's device (a no-op where autocast does not exist, e.g. meta)."""
+    if torch.amp.is_autocast_available(x.device.type):
+        return torch.autocast(x.device.type, enabled=False)
+    return contextlib.nullcontext()
 
 
 def _lrelu(x: torch.Tensor) -> torch.Tensor:
@@ -212,15 +220,19 @@ class NEMG(QualityModel):
         rgb = x if self.gray_on_normalised else x * self.std + self.mean
         return (rgb * self.bt601).sum(dim=1, keepdim=True)
 
-    def high_frequency(self, g: torch.Tensor) -> torch.Tensor:
-        """Hf = G4 − U(U(D(D(G4)))), G4 = D(D(g)): Laplacian-pyramid detail at stride 4."""
+    def high_frequency(self, x: torch.Tensor) -> torch.Tensor:
+        """Hf = G4 − U(U(D(D(G4)))), G4 = D(D(gray)): Laplacian-pyramid detail at stride 4.
+
+        Always float32: a difference of two near-equal low-passes keeps almost no bits in bf16/fp16.
+        """
         d, u = self.downsample_filter, self.upsample_filter
-        g4 = d(d(g))
-        return g4 - u(u(d(d(g4))))
+        with _full_precision(x):
+            g4 = d(d(self.gray(x.float())))
+            return g4 - u(u(d(d(g4))))
 
     def error_map_target(self, x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
         """E4 = D(D(E)), E the normalised log-PSNR fidelity map (1 = identical), in float32."""
-        with torch.autocast(x.device.type, enabled=False):
+        with _full_precision(x):
             diff = 255.0 * (self.gray(ref.float()) - self.gray(x.float()))
             e = 1.0 - torch.log(diff.square() + 1.0) / (2 * math.log(255.0))
             return self.downsample_filter(self.downsample_filter(e))
@@ -232,7 +244,7 @@ class NEMG(QualityModel):
         if pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h), mode="reflect")
         x1, x4 = self._trunk(x)
-        low = torch.cat([x1, self.high_frequency(self.gray(x)).to(x1.dtype)], dim=1)
+        low = torch.cat([x1, self.high_frequency(x).to(x1.dtype)], dim=1)
         hl = self.upsample_filter(self.res_out(x4))
         out = self.predict_net(low, hl)
         masked = out["sensitivity"] * torch.cat([self.downsample_filter(out["m_ssim"]), self.downsample_filter(out["m_mse"])], 1)

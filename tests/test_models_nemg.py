@@ -44,12 +44,12 @@ def test_forward_backward_shapes(variant, request):
     model.zero_grad()
 
 
-def test_loss_decreases_on_tiny_batch(lite):
-    torch.manual_seed(0)
-    model = lite.train()
-    d = torch.rand(2, 3, 64, 64)
+def test_loss_decreases_on_tiny_batch():
+    torch.manual_seed(0)  # seeded head init: some inits start with dead ReLU maps that learn slowly
+    model = build("lite").eval()  # BatchNorm on running statistics: a batch of 2 has none worth using
+    d = torch.rand(2, 3, 96, 96)
     r = (d + 0.1 * torch.randn_like(d)).clamp(0, 1)
-    x, ref = (model.crops(t)[0].view(2, 9, 3, 224, 224)[:, 4, :, 80:176, 80:176] for t in (d, r))  # 96 px centres
+    x, ref = ((t - model.mean) / model.std for t in (d, r))
     mos = torch.tensor([0.2, 0.8])
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     losses = []
@@ -79,17 +79,18 @@ def test_frame_protocol_is_a_deterministic_corner_to_corner_grid():
     assert torch.equal(grid_crops(frame, 224, 3, 3), crops)
 
 
-def test_whole_frame_of_any_size_and_autocast_channels_last(lite):
-    lite.eval().grid = None
+def test_whole_frame_of_any_size_and_autocast_channels_last():
+    torch.manual_seed(0)
+    model = build("lite").eval()
+    model.grid = None
     frames = torch.rand(2, 3, 100, 130).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
-        fp32 = lite.score_frames(frames)["quality"]
+        fp32 = model.score_frames(frames)["quality"]
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            bf16 = lite.score_frames(frames)["quality"]
-    lite.grid = (3, 3)
+            bf16 = model.score_frames(frames)["quality"]
     assert fp32.shape == bf16.shape == (2,)
     assert torch.isfinite(bf16).all()
-    assert torch.allclose(fp32, bf16.float(), atol=0.05 * fp32.abs().max().item() + 1e-3)
+    assert torch.allclose(fp32, bf16.float(), atol=0.01, rtol=0.03)  # bf16 keeps ~3 digits through random heads
 
 
 def test_reconstruction_flags():
