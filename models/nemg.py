@@ -24,6 +24,8 @@ Reconstruction decisions ([RECON], brief §2.8):
    removed, later depthwise convs dilated by 2). x1 is its stride-4 tap (24 ch), x4 its
    stride-16 tap (320 ch), mirroring layer1/layer4 of the OS16 ResNet. The heads are the
    paper's with only their input widths changed (res_out 320→1024→512→64, MSE conv 89→64).
+7. Under autocast the Laplacian detail Hf and the E4 target are computed in float32: Hf is a
+   difference of two near-equal low-passes and would keep almost no bits in bf16/fp16.
 """
 from __future__ import annotations
 

@@ -68,9 +68,9 @@ def test_batch_kl_term():
     assert training_loss(mos.flip(0), mos).item() > training_loss(mos, mos).item() + 0.1
 
 
-def test_loss_decreases_on_tiny_batch(models):
+def test_loss_decreases_on_tiny_batch():
     torch.manual_seed(0)
-    model = models["lite"].train()
+    model = build("lite").train()
     ref = torch.randn(4, 3, 64, 64)  # normalised crops
     x = ref + torch.tensor([0.1, 1.0, 0.5, 0.3]).view(4, 1, 1, 1) * torch.randn_like(ref)
     mos = torch.tensor([0.9, 0.1, 0.5, 0.7])
