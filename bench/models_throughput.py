@@ -1,9 +1,11 @@
-"""Print the model registry table and CPU frames/s of every (model, variant) on 720p and 1080p frames.
+"""Print the model registry table and frames/s of every (model, variant) on 720p and 1080p frames.
 
 Untrained instances (`weights=None`) are timed: the cost does not depend on the weights. GSN is
-folded (its inference graph). Each model first runs one uncounted 224 crop (warm-up), then
-`--frames` frames per size are timed one at a time under `torch.inference_mode()`. Usage:
-    python bench/models_throughput.py [--frames 1] [--models nemg,gsn] [--variants lite,paper] [--threads N]
+folded (its inference graph). Each model first runs one uncounted batch (warm-up), then
+`--frames` batches of `--batch` frames per size are timed under `torch.inference_mode()`; on
+CUDA with bf16 autocast and channels_last frames, as the monitor runs them. Usage:
+    python bench/models_throughput.py [--device cpu|cuda] [--frames 1] [--batch 1] [--models nemg,gsn]
+                                      [--variants lite,paper] [--threads N]
 """
 from __future__ import annotations
 
@@ -20,20 +22,20 @@ from models import registry  # noqa: E402
 SIZES = {"720p": (720, 1280), "1080p": (1080, 1920)}
 
 
-def warm_up(model) -> None:
-    crop = torch.rand(1, 3, 224, 224)
-    with torch.inference_mode():
-        model(crop, crop) if model.info.kind == "FR" else model(crop)
-
-
-def frames_per_second(model, size: tuple[int, int], n: int) -> float:
-    frame = torch.rand(1, 3, *size)
-    ref = torch.rand(1, 3, *size) if model.info.kind == "FR" else None
-    with torch.inference_mode():
+def frames_per_second(model, size: tuple[int, int], n: int, batch: int, device: torch.device) -> float:
+    frame = torch.rand(batch, 3, *size, device=device).contiguous(memory_format=torch.channels_last)
+    ref = frame.clone() if model.info.kind == "FR" else None
+    cuda = device.type == "cuda"
+    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
+        model.score_frames(frame, ref)  # warm-up: kernels, cached label features
+        if cuda:
+            torch.cuda.synchronize()
         start = time.perf_counter()
         for _ in range(n):
             model.score_frames(frame, ref)
-    return n / (time.perf_counter() - start)
+        if cuda:
+            torch.cuda.synchronize()
+    return n * batch / (time.perf_counter() - start)
 
 
 def main() -> None:
@@ -42,7 +44,10 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(registry.MODULES))
     parser.add_argument("--variants", default=",".join(registry.VARIANTS))
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--batch", type=int, default=1)
     args = parser.parse_args()
+    device = torch.device(args.device)
     torch.set_num_threads(args.threads)
     names, variants = args.models.split(","), args.variants.split(",")
 
@@ -59,18 +64,19 @@ def main() -> None:
               f"{'y' if row['higher_is_better'] else 'n':3} {row['params_m']:9.2f} {row['gmacs_224']:10.2f} "
               f"{row['gmacs_1080p']:12.1f} {str(row['trained']):7}  {row['protocol']}")
 
-    print(f"\nCPU frames/s ({args.threads} threads, {args.frames} timed frames after a one-crop warm-up)")
+    where = f"{torch.cuda.get_device_name(device)}, bf16 autocast" if device.type == "cuda" else f"CPU, {args.threads} threads"
+    print(f"\nframes/s on {where}: {args.frames} timed batches of {args.batch} after one warm-up batch")
     for name in names:
         for variant in variants:
             try:
-                model = registry.create(name, variant, weights=None)
+                model = registry.create(name, variant, weights=None, device=device)
             except Exception as e:  # report and go on to the next model
                 print(f"{name:8} {variant:7} unavailable: {type(e).__name__}: {e}")
                 continue
             if hasattr(model, "fold"):
                 model.fold()
-            warm_up(model)
-            rates = "  ".join(f"{label} {frames_per_second(model, size, args.frames):7.3f}" for label, size in SIZES.items())
+            rates = "  ".join(f"{label} {frames_per_second(model, size, args.frames, args.batch, device):8.3f}"
+                              for label, size in SIZES.items())
             print(f"{name:8} {variant:7} {rates}", flush=True)
 
 
