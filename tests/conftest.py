@@ -4,7 +4,6 @@ from __future__ import annotations
 import re
 import subprocess
 
-import imageio_ffmpeg
 import numpy as np
 import pytest
 
@@ -30,6 +29,8 @@ def media(tmp_path_factory):
 
 def ffmpeg_fr(dist: str, ref: str, ref_filter: str = "null") -> tuple[np.ndarray, np.ndarray]:
     """Per-frame PSNR-Y and SSIM-Y from FFmpeg's psnr and ssim filters (imageio-ffmpeg's static binary)."""
+    import imageio_ffmpeg
+
     exe = imageio_ffmpeg.get_ffmpeg_exe()
     graph = (f"[0:v]null[d];[1:v]{ref_filter}[r];[d]split[d1][d2];[r]split[r1][r2];"
              "[d1][r1]psnr=stats_file=-[o1];[d2][r2]ssim=stats_file=-[o2]")
