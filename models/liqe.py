@@ -337,6 +337,8 @@ class LIQEPaper(LIQEBase):
         x = x[torch.arange(len(tokens), device=x.device), tokens.argmax(dim=-1)] @ self.text_projection
         return F.normalize(x.float(), dim=-1)
 
+    adapt_state_dict = staticmethod(adapt_state_dict)  # lets models.weights.load read official/pyiqa files
+
     def load_checkpoint(self, path: str | Path) -> None:
         """Load a local CLIP/LIQE checkpoint strictly: official (raw OpenAI state dict), pyiqa
         (`{'params': ...}`, `clip_model.` prefix) or our own; .pt/.pth (weights_only) or .safetensors.

@@ -92,8 +92,13 @@ def save(model: nn.Module, path: str | Path, *, name: str, variant: str, trainin
 
 
 def load(model: nn.Module, path: str | Path, expected_sha256: str | None = None) -> str:
-    """Strictly load quality weights into `model`, check the hash if given, mark the model trained; returns the sha256."""
+    """Strictly load quality weights into `model`, check the hash if given, mark the model trained; returns the sha256.
+
+    A model with an `adapt_state_dict` hook (LIQE: pyiqa's key prefix) maps foreign layouts first.
+    """
     state_dict = read_state_dict(path)
+    if hasattr(model, "adapt_state_dict"):
+        state_dict = model.adapt_state_dict(state_dict)
     digest = sha256_file(path)
     if expected_sha256 is not None and digest != expected_sha256:
         raise WeightsError(f"{path}: sha256 {digest} differs from the manifest's {expected_sha256}")

@@ -10,7 +10,7 @@ from models.liqe import (
     distortion_fidelity_loss, fidelity_rank_loss, joint_prompts, quality_prompts, scene_fidelity_loss,
     training_loss, unfold_positions,
 )
-from models.weights import WeightsError
+from models.weights import WeightsError, load
 
 # The brief's worked 1080p example (MODELS.md §3.6): top-left corners (y, x) on the 1365×768 resize.
 PAPER_1080P_CORNERS = [(0, 0), (0, 912), (48, 672), (96, 432), (144, 192), (144, 1104), (192, 864), (240, 624),
@@ -105,6 +105,9 @@ def test_official_layouts_load_strictly(paper, tmp_path):
     pyiqa = {"params": {f"clip_model.{k}": v for k, v in official.items() if k != "input_resolution"}}
     torch.save(pyiqa, tmp_path / "liqe_mix.pt")
     paper.load_checkpoint(tmp_path / "liqe_mix.pt")
+    assert not paper.trained  # a starting point for training, not quality weights
+    digest = load(paper, tmp_path / "liqe_mix.pt")  # the registry's path for weights=PATH: marks it trained
+    assert paper.trained and paper.weights_sha256 == digest
 
     torch.save({"visual.proj": official["visual.proj"]}, tmp_path / "partial.pt")
     with pytest.raises(WeightsError, match=r"301 missing: .*ln_final\.bias"):
