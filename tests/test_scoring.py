@@ -68,3 +68,12 @@ def test_liqe_scene_and_distortion_distributions_reach_the_records(clips):
     scene = rows[0].extras["scene"]
     assert set(scene) == {"animal", "cityscape", "human", "indoor", "landscape", "night", "plant", "still_life", "others"}
     assert sum(scene.values()) == pytest.approx(1, abs=1e-3) and len(rows[0].extras["distortion"]) == 11
+
+
+def test_vqmon_models_lists_every_model_and_variant(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    for name in ("nemg", "mfenet", "liqe", "gsn"):
+        for variant in ("lite", "paper"):
+            assert f"{name}/{variant}" in out
+    assert "unavailable" not in out and "13.49" in out  # NEMG paper GMACs per 224 crop, as the brief measured
