@@ -93,7 +93,72 @@ class WindowStat:
                    emitted_ts=utcnow(), **stats)
 
 
-RECORD_TYPES = {"frames": FrameScore, "windows": WindowStat}
+ALERT_STATES = ("pending", "firing", "resolved")
+STREAM_EVENTS = ("up", "down", "reconnect", "decode_error", "alignment_gained", "alignment_lost")
+
+
+@dataclass(slots=True)
+class AlertEvent:
+    """One transition of one alert (monitor/alerts.py). `since_s`/`at_s` are media time, so replays give the same events.
+
+    `value`/`threshold` are the quantity the rule compares and its limit at this transition;
+    `evidence` (JSON object) holds the worst frame while the condition held (`frame_index`,
+    `pts_s`, `value`), its `thumbnail` path or null, and rule details such as a `baseline`.
+    """
+
+    alert_id: str
+    stream_id: str
+    rule: str
+    metric: str
+    state: str  # ALERT_STATES
+    since_s: float
+    at_s: float
+    value: float
+    threshold: float
+    evidence: dict = field(default_factory=dict)
+    emitted_ts: datetime = field(default_factory=utcnow)
+    schema_version: int = SCHEMA_VERSION
+
+    kind_name: ClassVar[str] = "alerts"
+    schema: ClassVar[pa.Schema] = pa.schema([
+        ("schema_version", pa.int16()), ("alert_id", pa.string()), ("stream_id", pa.string()), ("rule", pa.string()),
+        ("metric", pa.string()), ("state", pa.string()), ("since_s", pa.float64()), ("at_s", pa.float64()),
+        ("value", pa.float64()), ("threshold", pa.float64()),
+        ("evidence", pa.string()),  # JSON object
+        ("emitted_ts", _TS),
+    ])
+
+    @property
+    def ts(self) -> datetime:
+        return self.emitted_ts
+
+
+@dataclass(slots=True)
+class StreamEvent:
+    """Something that happened to a stream rather than to its pictures; `at` is wall-clock (a dead stream has no media time)."""
+
+    stream_id: str
+    event: str  # STREAM_EVENTS
+    at: datetime = field(default_factory=utcnow)
+    detail: dict = field(default_factory=dict)  # e.g. error text, reconnect attempt, alignment offset/confidence
+    schema_version: int = SCHEMA_VERSION
+
+    kind_name: ClassVar[str] = "events"
+    schema: ClassVar[pa.Schema] = pa.schema([
+        ("schema_version", pa.int16()), ("stream_id", pa.string()), ("event", pa.string()), ("at", _TS),
+        ("detail", pa.string()),  # JSON object
+    ])
+
+    def __post_init__(self):
+        if self.event not in STREAM_EVENTS:
+            raise ValueError(f"unknown stream event {self.event!r} (one of {', '.join(STREAM_EVENTS)})")
+
+    @property
+    def ts(self) -> datetime:
+        return self.at
+
+
+RECORD_TYPES = {"frames": FrameScore, "windows": WindowStat, "alerts": AlertEvent, "events": StreamEvent}
 
 
 def record_kind(record) -> str:
@@ -116,10 +181,10 @@ def to_json(record) -> str:
 
 
 def to_table(records: list, schema: pa.Schema) -> pa.Table:
-    """Records of one type → Arrow table with the declared schema (extras JSON-encoded)."""
+    """Records of one type → Arrow table with the declared schema (dict fields such as extras JSON-encoded)."""
     cols: dict[str, list] = {name: [] for name in schema.names}
     for r in records:
         for name in schema.names:
             v = getattr(r, name)
-            cols[name].append(json.dumps(v, separators=(",", ":")) if name == "extras" else v)
+            cols[name].append(json.dumps(v, separators=(",", ":")) if isinstance(v, dict) else v)
     return pa.table(cols, schema=schema)
