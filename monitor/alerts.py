@@ -157,7 +157,8 @@ class CusumRule(BaselineRule):
     k is half the shift to detect, h the evidence needed. Recovery is the mirror test, so one
     good frame in a noisy series does not end the alert: while firing, U = max(0, U + x −
     (baseline − k)) and the alert resolves once U > h. Events report S (U when resolved) against
-    h; the evidence names the baseline. S and U restart at 0 when the alert resolves.
+    h; the evidence names the baseline. S and U restart at 0 when the alert resolves or a
+    pending alert clears.
     """
 
     k: float
@@ -288,12 +289,13 @@ class _Reading:
 
 class _Level:
     def __init__(self, rule: LevelRule):
-        self.rule = rule
-        r = rule
-        self.low = r.below is not None
-        self.trigger = r.below if self.low else r.above
-        self.recover = (r.recover_above if r.recover_above is not None else r.below) if self.low else \
-            (r.recover_below if r.recover_below is not None else r.above)
+        self.low = rule.below is not None
+        if self.low:
+            self.trigger = rule.below
+            self.recover = rule.recover_above if rule.recover_above is not None else rule.below
+        else:
+            self.trigger = rule.above
+            self.recover = rule.recover_below if rule.recover_below is not None else rule.above
 
     def read(self, t: float, x: float, state: str | None) -> _Reading:
         if self.low:
