@@ -13,14 +13,17 @@ live runtime does it per window) so failures are noticed and the spool is made d
 """
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 
 from kafka import KafkaProducer
-from kafka.errors import KafkaError
+from kafka.errors import KafkaTimeoutError, RetriableError
 
 from monitor.records import record_kind, to_json
 from monitor.sinks.spool import Spool, read_segment
+
+log = logging.getLogger(__name__)
 
 
 class KafkaSink:
@@ -33,8 +36,10 @@ class KafkaSink:
         self.flush_timeout_s = flush_timeout_s
         self.connect_timeout_s = connect_timeout_s
         self.retry_interval_s = retry_interval_s
+        # kafka-python >= 3 makes the producer idempotent by default (and drops that, with a warning, for
+        # brokers older than 0.11); asking for it explicitly would make such brokers unusable.
         self.producer_config = {
-            "acks": "all", "enable_idempotence": True, "retries": float("inf"), "linger_ms": 5,
+            "acks": "all", "retries": float("inf"), "linger_ms": 5,
             "bootstrap_timeout_ms": int(connect_timeout_s * 1000), "max_block_ms": int(connect_timeout_s * 1000),
             "request_timeout_ms": int(flush_timeout_s * 1000), "delivery_timeout_ms": int(flush_timeout_s * 2000),
             **producer_config,
@@ -59,7 +64,7 @@ class KafkaSink:
         for i, entry in enumerate(entries):
             try:
                 self._in_flight.append((self._send(entry), entry))
-            except KafkaError:
+            except RetriableError:
                 self._fail()
                 self._to_spool(entries[i:])
                 return
@@ -69,7 +74,7 @@ class KafkaSink:
         if self._in_flight:
             try:
                 self._producer.flush(self.flush_timeout_s)
-            except KafkaError:
+            except KafkaTimeoutError:
                 pass  # whatever is unacknowledged now is spooled below
             self._collect_acks()
             if self._in_flight:
@@ -92,7 +97,7 @@ class KafkaSink:
         if self._producer is None and time.monotonic() >= self._next_connect:
             try:
                 self._producer = KafkaProducer(bootstrap_servers=self.bootstrap, **self.producer_config)
-            except KafkaError:
+            except RetriableError:
                 self._next_connect = time.monotonic() + self.retry_interval_s
         if self._producer is not None and self.spool.pending:
             self._replay()
@@ -105,7 +110,7 @@ class KafkaSink:
             try:
                 futures = [self._send(e) for e in entries]
                 self._producer.flush(self.flush_timeout_s)
-            except KafkaError:
+            except RetriableError:
                 self._fail()
                 return
             if not all(f.succeeded() for f in futures):
@@ -113,6 +118,7 @@ class KafkaSink:
                 return
             self.spool.remove(path)
             self.replayed += len(entries)
+        log.info("Kafka %s is back: spool replayed (%d records so far)", self.bootstrap, self.replayed)
 
     def _send(self, entry: dict):
         return self._producer.send(entry["topic"], value=entry["value"].encode(), key=entry["key"].encode())
@@ -135,6 +141,7 @@ class KafkaSink:
         self.sent += len(self._in_flight) - len(unacked)
         self._in_flight.clear()
         self._to_spool(unacked)
+        log.warning("Kafka %s unreachable or failing: spooling records to %s", self.bootstrap, self.spool.folder)
 
     def _close_retired(self, timeout_s: float) -> None:
         """Close dropped producers. kafka-python's close() flushes first and raises while batches still retry, so
@@ -144,7 +151,7 @@ class KafkaSink:
             try:
                 producer.close(timeout=timeout_s)
                 self._retired.remove(producer)
-            except KafkaError:
+            except KafkaTimeoutError:
                 pass
 
     def _to_spool(self, entries: list[dict]) -> None:
