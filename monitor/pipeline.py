@@ -92,7 +92,8 @@ class _Decoder(threading.Thread):
         self.source, self.sampler, self.pairer, self.need_rgb = source, sampler, pairer, need_rgb
         self.queue: queue.Queue = queue.Queue(maxsize=depth)
         self._stop_flag = threading.Event()
-        self._period = 1.0 / (source.info.fps or 25.0)
+        info = getattr(source, "info", None)
+        self._period = 1.0 / ((info.fps if info else None) or 25.0)
 
     def run(self) -> None:
         try:
@@ -114,7 +115,11 @@ class _Decoder(threading.Thread):
         except BaseException as e:  # surfaced in the consumer
             self.queue.put(e)
 
+    def request_stop(self) -> None:
+        self._stop_flag.set()
+
     def stop(self) -> None:
+        """Stop and join: drains the queue so a producer blocked on a full queue can see the flag."""
         self._stop_flag.set()
         while self.is_alive():  # unblock a producer waiting on a full queue
             try:
@@ -124,17 +129,148 @@ class _Decoder(threading.Thread):
 
     def items(self):
         while (item := self.queue.get()) is not _END:
+            if self._stop_flag.is_set() and not isinstance(item, BaseException):
+                continue  # stopping: drop what is queued, keep draining until the producer ends
             if isinstance(item, BaseException):
                 raise item
             yield item
 
 
+class StreamPipeline:
+    """One stream's pipeline; `run()` consumes the source until it ends or `stop()` is called.
+
+    Works for files and live sources alike: frames are scored in batches of `batch_size`, but a
+    partial batch is scored as soon as the decoder has nothing more queued, so live latency stays
+    at about one frame. Records, closed windows, alert events and stream events go to `sinks`
+    (under `sink_lock` when several pipelines share them); a sink with a `flush_interval_s`
+    attribute is flushed that often (e.g. Kafka, so outages are noticed and spools replayed).
+    With `summarise=False` (live) no per-frame history is kept, so memory stays flat.
+    """
+
+    def __init__(self, source, *, pairer=None, sampler: Sampler | None = None, window: WindowSpec = WindowSpec(2.0),
+                 sinks=(), scorers=(), alerts=None, batch_size: int = 8, summarise: bool = True, sink_lock=None,
+                 on_record=None):
+        self.source, self.pairer = source, pairer
+        self.sampler = sampler or Sampler()
+        self.windows = WindowAggregator(window)
+        self.sinks, self.scorers, self.alerts = list(sinks), list(scorers), alerts
+        self.batch_size, self.summarise = batch_size, summarise
+        self.sink_lock = sink_lock or threading.Lock()
+        self.on_record = on_record  # called with every record written (status displays, metrics)
+        self.collected: dict[str, list] = {}  # metric → [values], plus "_index"/"_pts" per scored frame
+        self.frames_seen = 0
+        self._decoder = _Decoder(source, self.sampler, pairer, need_rgb=any(s.needs_rgb for s in self.scorers))
+        self._flushed_at = time.monotonic()
+
+    def emit(self, records) -> None:
+        """Write records to every sink (thread-safe); stream events from sources come in here too."""
+        records = list(records)
+        if not records:
+            return
+        with self.sink_lock:
+            for sink in self.sinks:
+                sink.write(records)
+            now = time.monotonic()
+            if now - self._flushed_at >= 1.0:
+                self._flushed_at = now
+                for sink in self.sinks:
+                    interval = getattr(sink, "flush_interval_s", None)
+                    if interval is not None:
+                        sink.flush()
+        if self.on_record:
+            for r in records:
+                self.on_record(r)
+
+    def run(self, on_progress=None) -> None:
+        self._decoder.start()
+        try:
+            batch: list[_Item] = []  # sampled and unsampled frames, in order
+            for item in self._decoder.items():
+                self.frames_seen += 1
+                if batch and item.sampled and (item.frame.width, item.frame.height) != _size(batch):
+                    self._process(batch)  # resolution change: new batch
+                    batch = []
+                batch.append(item)
+                n_sampled = sum(i.sampled for i in batch)
+                if n_sampled >= self.batch_size or (n_sampled and self._decoder.queue.empty()):
+                    self._process(batch)
+                    batch = []
+                if on_progress:
+                    on_progress(1)
+            self._process(batch)
+            closed = self.windows.flush()
+            self.emit(closed)
+            if self.alerts:
+                self.emit(self._alerts_for_windows(closed))
+                self.emit(self.alerts.flush())
+        finally:
+            self._decoder.stop()
+
+    def stop(self) -> None:
+        """Ask the run to end (from another thread or a signal handler): the source stops, buffers flush."""
+        stop = getattr(self.source, "stop", None)
+        if stop:
+            stop()
+        self._decoder.request_stop()
+
+    def _alerts_for_windows(self, closed) -> list:
+        return [e for w in closed for e in self.alerts.observe_window(w)]
+
+    def _process(self, batch: list[_Item]) -> None:
+        """Score the sampled frames of `batch`, then replay it in order into windows, alerts and sinks."""
+        if not batch:
+            return
+        sampled = [i for i in batch if i.sampled]
+        values: dict[str, np.ndarray] = {}
+        extras: dict[str, list] = {}
+        infos, tags = {}, {}
+        if sampled:
+            for scorer in self.scorers:
+                v, e = scorer.score([i.frame for i in sampled], [i.ref for i in sampled])
+                values.update(v)
+                extras.update(e)
+                infos.update(scorer.metrics)
+                tags.update(scorer.models)
+        scores = {m: infos[m].to_score(torch.from_numpy(v.astype(np.float64))).numpy() if infos[m].to_score else None
+                  for m, v in values.items()}
+        records, closed = [], []
+        k = 0
+        for item in batch:
+            closed += self.windows.observe(item.frame.stream_id, item.t)
+            if not item.sampled:
+                continue
+            f = item.frame
+            if self.summarise:
+                self.collected.setdefault("_index", []).append(f.index)
+                self.collected.setdefault("_pts", []).append(item.t)
+            for m, v in values.items():
+                val = float(v[k])
+                sc = float(scores[m][k]) if scores[m] is not None else None
+                if self.summarise:
+                    self.collected.setdefault(m, []).append(val)
+                if math.isnan(val):
+                    continue
+                rec = FrameScore(f.stream_id, f.index, f.pts_s, f.ingest_ts, f.width, f.height, m, val, sc,
+                                 tags.get(m), extras[m][k] if m in extras else {})
+                records.append(rec)
+                self.windows.add(f.stream_id, m, "value", item.t, val)
+                if sc is not None:
+                    self.windows.add(f.stream_id, m, "score", item.t, sc)
+                if self.alerts:
+                    records += self.alerts.observe_frame(rec, t=item.t)
+            k += 1
+        if self.alerts:
+            records += self._alerts_for_windows(closed)
+        self.emit(records + closed)
+
+
 def score_file(path: str, ref: str | None = None, ref_offset: int = 0, sampler: Sampler | None = None,
                window: WindowSpec = WindowSpec(2.0), sinks=(), device: str = "auto", batch_size: int = 8,
-               stream_id: str | None = None, models=(), on_progress=None) -> RunSummary:
+               stream_id: str | None = None, models=(), alerts=None, on_progress=None) -> RunSummary:
     """Score one file (optionally against a reference file) and write records to `sinks`.
 
     `models`: quality models (from models.registry.create) scored on every sampled frame besides the signals.
+    `alerts`: an AlertEngine whose events go to the sinks with the other records.
     """
     sampler = sampler or Sampler()
     source = FileSource(path, stream_id=stream_id)
@@ -143,88 +279,29 @@ def score_file(path: str, ref: str | None = None, ref_offset: int = 0, sampler: 
     summary = RunSummary(path, source.stream_id, source.info, sampler.describe(), reference=ref)
     dev = pick_device(device)
     scorers = [SignalScorer(dev)] + [ModelScorer(m, dev) for m in models]
-    windows = WindowAggregator(window)
-    collected: dict[str, list] = {}  # metric → [values], plus "_index"/"_pts" per scored frame
-    decoder = _Decoder(source, sampler, pairer, need_rgb=any(s.needs_rgb for s in scorers))
+    pipe = StreamPipeline(source, pairer=pairer, sampler=sampler, window=window, sinks=sinks, scorers=scorers,
+                          alerts=alerts, batch_size=batch_size)
     started = time.perf_counter()
-    decoder.start()
     try:
-        batch: list[_Item] = []  # sampled and unsampled frames, in order
-        for item in decoder.items():
-            summary.frames_seen += 1
-            if batch and item.sampled and (item.frame.width, item.frame.height) != _size(batch):
-                _process(batch, scorers, windows, sinks, collected)  # resolution change: new batch
-                batch = []
-            batch.append(item)
-            if sum(i.sampled for i in batch) >= batch_size:
-                _process(batch, scorers, windows, sinks, collected)
-                batch = []
-            if on_progress:
-                on_progress(1)
-        _process(batch, scorers, windows, sinks, collected)
-        for sink in sinks:
-            sink.write(windows.flush())
+        pipe.run(on_progress)
     finally:
-        decoder.stop()
         for sink in sinks:
             sink.close()
         source.close()
         if ref_source:
             ref_source.close()
     summary.elapsed_s = time.perf_counter() - started
+    summary.frames_seen = pipe.frames_seen
     summary.decode_errors, summary.last_error = source.stats.decode_errors, source.stats.last_error
     if pairer:
         summary.ref_paired, summary.ref_unpaired, summary.ref_ended_at = pairer.paired, pairer.unpaired, pairer.ref_ended_at
-    _summarise(summary, scorers, collected, source.info.fps or 25.0)
+    _summarise(summary, scorers, pipe.collected, source.info.fps or 25.0)
     return summary
 
 
 def _size(batch: list[_Item]) -> tuple[int, int]:
     f = next(i.frame for i in batch if i.sampled) if any(i.sampled for i in batch) else batch[0].frame
     return f.width, f.height
-
-
-def _process(batch: list[_Item], scorers, windows: WindowAggregator, sinks, collected: dict) -> None:
-    """Score the sampled frames of `batch`, then replay it in order into windows and sinks."""
-    if not batch:
-        return
-    sampled = [i for i in batch if i.sampled]
-    values: dict[str, np.ndarray] = {}
-    extras: dict[str, list] = {}
-    infos, tags = {}, {}
-    if sampled:
-        for scorer in scorers:
-            v, e = scorer.score([i.frame for i in sampled], [i.ref for i in sampled])
-            values.update(v)
-            extras.update(e)
-            infos.update(scorer.metrics)
-            tags.update(scorer.models)
-    scores = {m: infos[m].to_score(torch.from_numpy(v.astype(np.float64))).numpy() if infos[m].to_score else None
-              for m, v in values.items()}
-    records, closed = [], []
-    k = 0
-    for item in batch:
-        closed += windows.observe(item.frame.stream_id, item.t)
-        if not item.sampled:
-            continue
-        f = item.frame
-        collected.setdefault("_index", []).append(f.index)
-        collected.setdefault("_pts", []).append(item.t)
-        for m, v in values.items():
-            val = float(v[k])
-            sc = float(scores[m][k]) if scores[m] is not None else None
-            collected.setdefault(m, []).append(val)
-            if math.isnan(val):
-                continue
-            records.append(FrameScore(f.stream_id, f.index, f.pts_s, f.ingest_ts, f.width, f.height, m, val, sc,
-                                      tags.get(m), extras[m][k] if m in extras else {}))
-            windows.add(f.stream_id, m, "value", item.t, val)
-            if sc is not None:
-                windows.add(f.stream_id, m, "score", item.t, sc)
-        k += 1
-    for sink in sinks:
-        sink.write(records)
-        sink.write(closed)
 
 
 def _summarise(summary: RunSummary, scorers, collected: dict, fps: float) -> None:
