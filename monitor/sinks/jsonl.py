@@ -8,6 +8,8 @@ from monitor.records import record_kind, to_json
 
 
 class JsonlSink:
+    flush_interval_s = 1.0  # live runs: lines reach the file/pipe within a second
+
     def __init__(self, out: str):
         self.out = out
         self._files: dict[str, object] = {}

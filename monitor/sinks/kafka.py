@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 
 
 class KafkaSink:
+    flush_interval_s = 1.0  # the pipeline flushes this often: outages are noticed and the spool replayed
+
     def __init__(self, bootstrap: str, topic_prefix: str = "vqmon", spool_dir: str = "vqmon-spool",
                  flush_timeout_s: float = 5.0, connect_timeout_s: float = 1.0, retry_interval_s: float = 2.0,
                  **producer_config):

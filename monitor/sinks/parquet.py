@@ -7,6 +7,7 @@ atomic on POSIX file systems.
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections import defaultdict
 from urllib.parse import quote
@@ -19,20 +20,29 @@ from monitor.records import RECORD_TYPES, record_kind, to_table
 
 
 class ParquetSink:
-    """Buffers records and writes a file per (kind, stream, date) partition every `rows_per_file` rows and on close."""
+    """Buffers records; writes a file per (kind, stream, date) partition every `rows_per_file` rows, once the
+    oldest buffered record is `roll_s` seconds old (live streams: files appear steadily), and on close."""
 
-    def __init__(self, out_dir: str, rows_per_file: int = 200_000):
+    def __init__(self, out_dir: str, rows_per_file: int = 200_000, roll_s: float | None = None):
         self.out_dir = out_dir
         self.rows_per_file = rows_per_file
+        self.roll_s = roll_s
         self._buf: dict[str, list] = defaultdict(list)
+        self._since: dict[str, float] = {}  # kind → monotonic time its oldest buffered record arrived
         self.files_written: list[str] = []
 
     def write(self, records) -> None:
+        now = time.monotonic()
         for r in records:
             kind = record_kind(r)
             self._buf[kind].append(r)
+            self._since.setdefault(kind, now)
             if len(self._buf[kind]) >= self.rows_per_file:
                 self._flush_kind(kind)
+        if self.roll_s is not None:
+            for kind, since in list(self._since.items()):
+                if now - since >= self.roll_s:
+                    self._flush_kind(kind)
 
     def flush(self) -> None:
         for kind in list(self._buf):
@@ -43,6 +53,7 @@ class ParquetSink:
 
     def _flush_kind(self, kind: str) -> None:
         records, self._buf[kind] = self._buf[kind], []
+        self._since.pop(kind, None)
         parts: dict[tuple[str, str], list] = defaultdict(list)
         for r in records:
             parts[(r.stream_id, r.ts.date().isoformat())].append(r)
