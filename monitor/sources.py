@@ -1,20 +1,29 @@
-"""PyAV sources: open a file (anything FFmpeg reads), decode its video with frame threading, yield Frames.
+"""PyAV sources: decode the video of a file (FileSource) or a live stream (LiveSource) and yield Frames.
 
 Damage inside a file is survivable: a packet that fails to demux or decode, or a frame the
 decoder flags corrupt, is counted in `stats` and skipped. Only a file that cannot be opened at
 all, or has no video stream, is an error (InputError, one line naming the file).
+
+Live streams end, stall and come back: LiveSource turns that into StreamEvents and reconnects.
+URLs carry secrets (user:password, stream keys in the query), so every URL that leaves this
+module (errors, events, default stream ids) goes through `redact` first.
 """
 from __future__ import annotations
 
 import os
+import re
+import threading
+import time
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Iterator
+from typing import Callable, Iterator
+from urllib.parse import urlsplit, urlunsplit
 
 import av
 
 from monitor.errors import InputError
 from monitor.frames import Frame
+from monitor.records import StreamEvent
 
 
 @dataclass
@@ -22,6 +31,7 @@ class SourceStats:
     frames_decoded: int = 0
     decode_errors: int = 0  # packets that failed to demux/decode plus frames flagged corrupt
     last_error: str = ""
+    reconnects: int = 0  # reconnect attempts (live sources)
 
 
 @dataclass(frozen=True)
@@ -44,7 +54,7 @@ class FileSource:
         self.scale_to = scale_to
         self.stats = SourceStats()
         self._container, self._stream = self._open()
-        self.info = self._describe()
+        self.info = _describe(self._container, self._stream)
 
     def _open(self):
         if not os.path.exists(self.path):
@@ -62,18 +72,6 @@ class FileSource:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"  # frame + slice threading: the decoder is the cost floor
         return container, stream
-
-    def _describe(self) -> StreamInfo:
-        s, cc = self._stream, self._stream.codec_context
-        rate = s.average_rate or s.guessed_rate
-        fps = float(rate) if rate else None
-        duration = None
-        if s.duration is not None and s.time_base is not None:
-            duration = float(s.duration * s.time_base)
-        elif self._container.duration:
-            duration = self._container.duration / av.time_base
-        frames = s.frames or (round(duration * fps) if duration and fps else None)
-        return StreamInfo(cc.name, cc.pix_fmt or "?", cc.width, cc.height, fps, duration, frames)
 
     def __iter__(self) -> Iterator[Frame]:
         """Every decoded frame in presentation order; damaged packets/frames are counted and skipped."""
@@ -123,6 +121,253 @@ class FileSource:
 
     def __exit__(self, *exc):
         self.close()
+
+
+_SECRET_PARAM = re.compile(r"key|token|pass|secret|auth|signature|credential", re.IGNORECASE)
+
+
+def redact(url: str) -> str:
+    """`url` fit for logs, errors and records: user:password and secret-looking query values become `***`.
+
+    Plain file paths come back unchanged; a URL too malformed to parse keeps only its scheme.
+    """
+    if "://" not in url:
+        return url
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url.partition("://")[0] + "://***"
+    userinfo, _, host = parts.netloc.rpartition("@")
+    netloc = f"***@{host}" if userinfo else parts.netloc  # "udp://@:1234" has an empty userinfo: nothing to hide
+    query = "&".join(_redact_param(p) for p in parts.query.split("&")) if parts.query else ""
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def _redact_param(param: str) -> str:
+    name, eq, _ = param.partition("=")
+    return f"{name}=***" if eq and _SECRET_PARAM.search(name) else param
+
+
+LISTEN_SLICE_S = 1  # an RTMP listener waits this long per accept, so stop() is noticed while nobody publishes
+
+
+class LiveSource:
+    """Frames from a live stream (rtmp(s), rtsp, srt, udp MPEG-TS, HLS) or a file, surviving outages.
+
+    Iterating yields Frames until `stop()` (callable from any thread), the end of a file, or
+    giving up. A connection that ends (EOF; a pushed RTMP stream ends with EIO), fails, or
+    delivers nothing for `read_timeout_s` makes the stream go down; with `reconnect` it is
+    reopened after a capped exponential backoff (`backoff_initial_s` doubling up to
+    `backoff_max_s`). `max_reconnects` caps consecutive attempts without a frame (the count
+    restarts whenever frames flow); then, or when the first open fails without `reconnect`, the
+    iteration ends with an InputError naming the redacted URL. With `listen` (rtmp:// only) the
+    source is the server a publisher pushes to, and listens again as soon as a push ends.
+    `realtime` paces frames at their pts (file replays and demos). stop() takes effect between
+    frames and during waits at once; an open or read in progress runs on to its timeout.
+
+    Frame.index counts on across reconnects. Frame.pts_s is the stream's time plus an offset,
+    re-chosen whenever a frame would not come after the previous one (a new connection, a
+    publisher restarting its clock, a timestamp wrap) so that the frame lands one frame interval
+    (1/fps; the last pts step when the stream declares no rate) after the previous one: pts_s
+    never goes back, and an outage is not a hole in media time (the events say when it was).
+
+    Events go to `on_event` on the iterating thread: `up` at the first frame of a connection,
+    `down` once per outage (also when the very first open fails), `reconnect` per attempt with
+    its delay, `decode_error` with the count since the last report (at most one a second while
+    errors continue, and one when the connection ends).
+    """
+
+    def __init__(self, url: str, stream_id: str | None = None, open_timeout_s: float = 10.0,
+                 read_timeout_s: float = 5.0, reconnect: bool = True, backoff_initial_s: float = 0.5,
+                 backoff_max_s: float = 30.0, max_reconnects: int | None = None, listen: bool = False,
+                 realtime: bool = False, on_event: Callable[[StreamEvent], None] | None = None,
+                 options: dict[str, str] | None = None):
+        self.url = str(url)
+        self.safe_url = redact(self.url)
+        scheme = urlsplit(self.url).scheme.lower() if "://" in self.url else "file"
+        if listen and scheme != "rtmp":
+            raise ValueError(f"{self.safe_url}: listen mode receives RTMP pushes (rtmp://HOST:PORT/APP/KEY)")
+        self._scheme = scheme
+        self.is_file = scheme == "file"
+        self.stream_id = stream_id or (os.path.splitext(os.path.basename(self.url))[0] if self.is_file else self.safe_url)
+        self.open_timeout_s, self.read_timeout_s = open_timeout_s, read_timeout_s
+        self.reconnect = reconnect and not self.is_file
+        self.backoff_initial_s, self.backoff_max_s, self.max_reconnects = backoff_initial_s, backoff_max_s, max_reconnects
+        self.listen, self.realtime, self.on_event = listen, realtime, on_event
+        # Probe a live stream for 1 s, not FFmpeg's 5 s (FLV reads all 5): each reconnect would be 5 s blind.
+        self.options = {} if self.is_file else {"analyzeduration": "1000000"}
+        if scheme in ("rtsp", "rtsps"):  # over TCP: loss on the monitor's own link would look like damaged pictures
+            self.options["rtsp_transport"] = "tcp"
+        if listen:
+            self.options.update(listen="1", timeout=str(LISTEN_SLICE_S))
+        self.options.update(options or {})
+        # PyAV's open timeout covers the whole open: in listen mode the accept slice plus handshake and probing.
+        self._timeouts = (open_timeout_s + (LISTEN_SLICE_S if listen else 0), read_timeout_s)
+        self.stats = SourceStats()
+        self.info: StreamInfo | None = None  # of the current (or last) connection
+        self._stop = threading.Event()
+        self._index = 0
+        self._offset = 0.0
+        self._last_pts: float | None = None
+        self._last_step: float | None = None
+        self._up: bool | None = None  # None until the first connection succeeds or fails
+        self._down_since: float | None = None
+        self._errors_reported = 0
+        self._errors_reported_at = float("-inf")
+
+    def stop(self) -> None:
+        """End the iteration soon (thread-safe): at the next frame, or at once while waiting to reconnect or listening."""
+        self._stop.set()
+
+    close = stop
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def __iter__(self) -> Iterator[Frame]:
+        attempt = 0  # reconnect attempts in the current outage
+        while not self._stop.is_set():
+            try:
+                container = av.open(self.url, options=self.options, timeout=self._timeouts, metadata_errors="ignore")
+            except av.error.FFmpegError as e:
+                if self.listen and isinstance(e, av.error.TimeoutError):
+                    continue  # nobody published during this accept slice: listen again
+                if isinstance(e, av.error.ProtocolNotFoundError):  # retrying cannot help
+                    raise InputError(f"{self.safe_url}: this FFmpeg build cannot read {self._scheme}:// URLs") from None
+                delivered, reason = 0, (f"not open within {self.open_timeout_s:g} s" if isinstance(e, av.error.ExitError)
+                                        else _reason(e))
+            else:
+                try:
+                    delivered, reason = yield from self._session(container)
+                finally:
+                    container.close()
+            if self._stop.is_set():
+                self._go_down("stopped")
+                return
+            self._go_down(reason)
+            if not self.reconnect:
+                if delivered:
+                    return
+                raise InputError(f"{self.safe_url}: {reason}")
+            if delivered and self.listen:
+                attempt = 0
+                continue
+            attempt = 1 if delivered else attempt + 1
+            if self.max_reconnects is not None and attempt > self.max_reconnects:
+                raise InputError(f"{self.safe_url}: {reason} (gave up after {self.max_reconnects} reconnect attempts)")
+            delay = min(self.backoff_max_s, self.backoff_initial_s * 2 ** (attempt - 1))
+            self.stats.reconnects += 1
+            self._emit("reconnect", attempt=attempt, delay_s=delay, reason=reason)
+            self._stop.wait(delay)
+
+    def _session(self, container):
+        """Frames of one connection; returns (frames delivered, why it ended)."""
+        if not container.streams.video:
+            return 0, "no video stream"
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        self.info = _describe(container, stream)
+        delivered, reason, pace = 0, "end of stream", None
+        packets = container.demux(stream)
+        while True:
+            asked = time.monotonic()
+            try:
+                packet = next(packets)
+            except StopIteration:  # PyAV has already sent the flush packets
+                break
+            except av.error.FFmpegError as e:
+                # Protocols report the read timeout differently (RTMP says EIO, like a clean end): go by the clock.
+                stalled = time.monotonic() - asked >= self.read_timeout_s
+                reason = f"no data for {self.read_timeout_s:g} s" if stalled else _reason(e)
+                packet = None  # drain the decoder's delayed frames
+            if packet is not None and packet.is_corrupt:
+                self._count_error("demuxer flagged a corrupt packet")
+            try:
+                decoded = stream.decode(packet)
+            except av.error.FFmpegError as e:
+                self._count_error(e)
+                continue
+            for av_frame in decoded:
+                if av_frame.is_corrupt:
+                    self._count_error("decoder flagged a corrupt frame")
+                    continue
+                frame = self._frame(av_frame, stream.time_base)
+                if not delivered:
+                    self._go_up()
+                delivered += 1
+                if self.realtime and frame.pts_s is not None:
+                    if pace is None:
+                        pace = time.monotonic() - frame.pts_s
+                    self._stop.wait(max(0.0, pace + frame.pts_s - time.monotonic()))
+                if self._stop.is_set():
+                    return delivered, "stopped"
+                yield frame
+                if self._stop.is_set():
+                    return delivered, "stopped"
+            if packet is None:
+                break
+        self._report_errors(final=True)
+        return delivered, reason
+
+    def _frame(self, av_frame: av.VideoFrame, stream_time_base: Fraction) -> Frame:
+        pts = _seconds(av_frame.pts, av_frame.time_base or stream_time_base)  # frames drained by decode(None) carry no time base
+        if pts is not None:
+            pts += self._offset
+            if self._last_pts is not None:
+                if pts > self._last_pts:
+                    self._last_step = pts - self._last_pts
+                else:
+                    step = 1 / self.info.fps if self.info.fps else (self._last_step or 0.0)
+                    self._offset += self._last_pts + step - pts
+                    pts = self._last_pts + step
+            self._last_pts = pts
+        self.stats.frames_decoded += 1
+        frame = Frame(self.stream_id, self._index, pts, av_frame)
+        self._index += 1
+        return frame
+
+    def _go_up(self) -> None:
+        detail = {"codec": self.info.codec, "width": self.info.width, "height": self.info.height, "fps": self.info.fps}
+        if self._down_since is not None:
+            detail["down_s"] = round(time.monotonic() - self._down_since, 3)
+        self._up, self._down_since = True, None
+        self._emit("up", **detail)
+
+    def _go_down(self, reason: str) -> None:
+        if self._up is not False:
+            self._up, self._down_since = False, time.monotonic()
+            self._emit("down", reason=reason)
+
+    def _count_error(self, err) -> None:
+        self.stats.decode_errors += 1
+        self.stats.last_error = _reason(err) if isinstance(err, Exception) else str(err)
+        self._report_errors()
+
+    def _report_errors(self, final: bool = False) -> None:
+        new = self.stats.decode_errors - self._errors_reported
+        if new and (final or time.monotonic() - self._errors_reported_at >= 1.0):
+            self._emit("decode_error", count=new, total=self.stats.decode_errors, error=self.stats.last_error)
+            self._errors_reported, self._errors_reported_at = self.stats.decode_errors, time.monotonic()
+
+    def _emit(self, event: str, **detail) -> None:
+        if self.on_event is not None:
+            self.on_event(StreamEvent(self.stream_id, event, detail={"url": self.safe_url, **detail}))
+
+
+def _describe(container, stream) -> StreamInfo:
+    cc = stream.codec_context
+    rate = stream.average_rate or stream.guessed_rate
+    fps = float(rate) if rate else None
+    duration = None
+    if stream.duration is not None and stream.time_base is not None:
+        duration = float(stream.duration * stream.time_base)
+    elif container.duration:
+        duration = container.duration / av.time_base
+    frames = stream.frames or (round(duration * fps) if duration and fps else None)
+    return StreamInfo(cc.name, cc.pix_fmt or "?", cc.width, cc.height, fps, duration, frames)
 
 
 def _seconds(pts: int | None, time_base: Fraction | None) -> float | None:

@@ -1,0 +1,50 @@
+"""An RTMP publisher for tests: FFmpeg (imageio-ffmpeg's binary) pushes a clip in real time, like an encoder in the field."""
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+
+import imageio_ffmpeg
+
+
+class Push:
+    """`ffmpeg -re -i CLIP -c copy -f flv URL`, started on demand and always ended by `stop()` (use as a context manager)."""
+
+    def __init__(self, clip: str, url: str):
+        self.clip, self.url = clip, url
+        self._proc: subprocess.Popen | None = None
+
+    def start(self, attempts: int = 5) -> "Push":
+        """Start publishing; retry while the listener is between accept slices (connection refused for a moment)."""
+        for _ in range(attempts):
+            self._proc = subprocess.Popen(
+                [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-re", "-i", self.clip, "-c", "copy", "-f", "flv", self.url],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            try:
+                err = self._proc.communicate(timeout=0.3)[1]
+            except subprocess.TimeoutExpired:
+                return self  # connected and pushing
+            if self._proc.returncode == 0 or "refused" not in err:
+                raise RuntimeError(f"ffmpeg push exited with {self._proc.returncode}: {err.strip()}")
+            time.sleep(0.1)
+        raise RuntimeError(f"no RTMP listener accepted the push after {attempts} attempts")
+
+    def wait(self, timeout_s: float) -> int:
+        """Exit status once the clip has been pushed to its end."""
+        return self._proc.wait(timeout=timeout_s)
+
+    def pause(self) -> None:
+        """Freeze the publisher: its connection stays open but no data flows (a stalled encoder)."""
+        self._proc.send_signal(signal.SIGSTOP)
+
+    def stop(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+
+    def __enter__(self) -> "Push":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

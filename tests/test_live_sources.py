@@ -1,0 +1,163 @@
+"""Live sources with real parts: FFmpeg pushes RTMP to a listening LiveSource, outages, backoff, redaction, pacing."""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from broker import free_port
+from monitor.errors import InputError
+from monitor.records import to_json
+from monitor.samples import encode, panned_frames
+from monitor.sources import LiveSource, redact
+from rtmp import Push
+
+FPS, N = 25, 75  # a 3 s clip: long enough to stall a push after its first frames came through
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    return encode(str(tmp_path_factory.mktemp("live") / "clip.mp4"), panned_frames(320, 180, N), fps=FPS, crf=30)
+
+
+class Consumer(threading.Thread):
+    """Iterates a source on its own thread, as a live pipeline does; keeps what it saw."""
+
+    def __init__(self, source: LiveSource):
+        super().__init__(daemon=True)
+        self.source, self.frames, self.error = source, [], None
+
+    def run(self):
+        try:
+            for f in self.source:
+                self.frames.append(f)
+        except Exception as e:  # noqa: BLE001 - handed to the test
+            self.error = e
+
+
+def wait_for(condition, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def kinds(events) -> list[str]:
+    return [e.event for e in events]
+
+
+def test_listen_receives_pushes_across_outages_and_stops_promptly(clip):
+    url = f"rtmp://127.0.0.1:{free_port()}/live/x"
+    events = []
+    source = LiveSource(url, listen=True, read_timeout_s=1, on_event=events.append)
+    consumer = Consumer(source)
+    consumer.start()
+    try:
+        with Push(clip, url) as push:  # a whole clip, ended by the publisher (EIO on our side)
+            assert push.wait(timeout_s=15) == 0
+        wait_for(lambda: kinds(events) == ["up", "down"], 5, "the end of the first push")
+        assert len(consumer.frames) == N  # the decoder's delayed frames are drained, none lost
+
+        with Push(clip, url) as push:  # a publisher that stalls with its connection open
+            wait_for(lambda: len(consumer.frames) >= N + 10, 10, "frames of the second push")
+            push.pause()
+            wait_for(lambda: kinds(events) == ["up", "down", "up", "down"], 5, "the stall to be noticed")
+        assert events[-1].detail["reason"] == "no data for 1 s"
+        assert events[2].detail["down_s"] > 0 and events[2].detail["width"] == 320
+
+        started = time.monotonic()
+        source.stop()  # while listening for a third publisher
+        consumer.join(timeout=3)
+        assert not consumer.is_alive() and time.monotonic() - started < 2
+    finally:
+        source.stop()
+        consumer.join(timeout=5)
+    assert consumer.error is None
+    frames = consumer.frames
+    assert [f.index for f in frames] == list(range(len(frames)))
+    pts = np.array([f.pts_s for f in frames])
+    assert (np.diff(pts) > 0).all()
+    # the second push restarts its clock: it continues one frame interval after the first push's last frame
+    assert pts[N] == pytest.approx(pts[N - 1] + 1 / FPS)
+    assert np.diff(pts[:N]) == pytest.approx(1 / FPS)
+
+
+@pytest.mark.parametrize("scheme", ["rtmp", "rtsp"])
+def test_unreachable_stream_backs_off_then_gives_up_without_leaking_secrets(scheme):
+    url = f"{scheme}://alice:s3cret@127.0.0.1:{free_port()}/live/x?token=t0ps3cret&app=1"
+    events = []
+    source = LiveSource(url, max_reconnects=3, backoff_initial_s=0.05, backoff_max_s=0.15, on_event=events.append)
+    started = time.monotonic()
+    with pytest.raises(InputError) as err:
+        list(source)
+    assert time.monotonic() - started >= 0.05 + 0.1 + 0.15
+    assert kinds(events) == ["down", "reconnect", "reconnect", "reconnect"]
+    assert [e.detail["delay_s"] for e in events[1:]] == pytest.approx([0.05, 0.1, 0.15])  # doubling, capped
+    assert [e.detail["attempt"] for e in events[1:]] == [1, 2, 3] and source.stats.reconnects == 3
+    message = str(err.value)
+    assert message.startswith(f"{scheme}://***@127.0.0.1:") and "token=***&app=1" in message
+    assert "refused" in message and "gave up after 3 reconnect attempts" in message
+    published = message + source.stream_id + "".join(to_json(e) for e in events)
+    for secret in ("alice", "s3cret", "t0ps3cret"):
+        assert secret not in published
+
+
+def test_stop_interrupts_the_backoff_wait():
+    events = []
+    source = LiveSource(f"rtmp://127.0.0.1:{free_port()}/live/x", backoff_initial_s=30, on_event=events.append)
+    consumer = Consumer(source)
+    consumer.start()
+    wait_for(lambda: "reconnect" in kinds(events), 5, "the first reconnect")
+    started = time.monotonic()
+    source.stop()
+    consumer.join(timeout=2)
+    assert not consumer.is_alive() and time.monotonic() - started < 1
+    assert consumer.error is None and kinds(events) == ["down", "reconnect"]
+
+
+def test_an_unsupported_protocol_fails_at_once():
+    with pytest.raises(InputError, match=r"nosuch://\*\*\*@host/x: this FFmpeg build cannot read nosuch://"):
+        list(LiveSource("nosuch://me:pw@host/x"))
+
+
+def test_realtime_file_plays_at_about_real_speed(tmp_path):
+    path = encode(str(tmp_path / "second.mp4"), panned_frames(160, 96, FPS), fps=FPS, crf=30)
+    events = []
+    source = LiveSource(path, realtime=True, on_event=events.append)
+    seen = [(f.pts_s, time.monotonic()) for f in source]
+    assert len(seen) == FPS and source.stream_id == "second"
+    media, wall = seen[-1][0] - seen[0][0], seen[-1][1] - seen[0][1]
+    assert media == pytest.approx((FPS - 1) / FPS)
+    assert media - 0.02 < wall < media + 0.3
+    assert kinds(events) == ["up", "down"] and events[1].detail["reason"] == "end of stream"
+
+
+def test_damaged_stream_reports_decode_errors_and_keeps_going(tmp_path):
+    path = encode(str(tmp_path / "clip.ts"), panned_frames(320, 180, 50), fps=FPS, crf=30)
+    data = bytearray(open(path, "rb").read())
+    noise = np.random.default_rng(0).integers(0, 256, 2000, dtype=np.uint8).tobytes()
+    for quarter in (1, 2, 3):
+        at = len(data) * quarter // 4 // 188 * 188 + 4  # inside a TS packet, past its header
+        data[at:at + len(noise)] = noise
+    (tmp_path / "damaged.ts").write_bytes(bytes(data))
+    events = []
+    source = LiveSource(str(tmp_path / "damaged.ts"), on_event=events.append)
+    frames = list(source)
+    assert 25 < len(frames) < 50 and source.stats.decode_errors > 0
+    reports = [e.detail for e in events if e.event == "decode_error"]
+    assert sum(r["count"] for r in reports) == reports[-1]["total"] == source.stats.decode_errors
+    assert kinds(events)[0] == "up" and kinds(events)[-1] == "down"
+
+
+@pytest.mark.parametrize("url, expected", [
+    ("rtmp://user:pa55@live.example.com:1935/app/stream", "rtmp://***@live.example.com:1935/app/stream"),
+    ("rtsp://admin@10.0.0.5/h264", "rtsp://***@10.0.0.5/h264"),
+    ("srt://host:9000?streamid=cam1&passphrase=longsecret", "srt://host:9000?streamid=cam1&passphrase=***"),
+    ("https://cdn/x.m3u8?X-Amz-Signature=ab&api_key=k&Auth=z&v=2", "https://cdn/x.m3u8?X-Amz-Signature=***&api_key=***&Auth=***&v=2"),
+    ("udp://@:1234?fifo_size=100", "udp://@:1234?fifo_size=100"),
+    ("/videos/cam:1@night.mp4", "/videos/cam:1@night.mp4"),
+])
+def test_redact(url, expected):
+    assert redact(url) == expected
