@@ -1,9 +1,13 @@
 """Live sources with real parts: FFmpeg pushes RTMP to a listening LiveSource, outages, backoff, redaction, pacing."""
 from __future__ import annotations
 
+import functools
+import subprocess
 import threading
 import time
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
+import imageio_ffmpeg
 import numpy as np
 import pytest
 
@@ -35,6 +39,11 @@ class Consumer(threading.Thread):
                 self.frames.append(f)
         except Exception as e:  # noqa: BLE001 - handed to the test
             self.error = e
+
+
+class QuietFiles(SimpleHTTPRequestHandler):
+    def log_message(self, *args):  # keep request lines out of the test output
+        pass
 
 
 def wait_for(condition, timeout_s: float, what: str) -> None:
@@ -161,3 +170,20 @@ def test_damaged_stream_reports_decode_errors_and_keeps_going(tmp_path):
 ])
 def test_redact(url, expected):
     assert redact(url) == expected
+
+
+def test_hls_over_http(clip, tmp_path):
+    """An HLS playlist served over loopback HTTP, as a CDN would: every frame, then the end of the stream."""
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", clip, "-c", "copy", "-f", "hls",
+                    "-hls_time", "1", "-hls_list_size", "0", str(tmp_path / "index.m3u8")], check=True, timeout=30)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietFiles, directory=str(tmp_path)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        events = []
+        url = f"http://127.0.0.1:{server.server_port}/index.m3u8?auth=abc"
+        frames = list(LiveSource(url, reconnect=False, on_event=events.append))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert len(frames) == N and (np.diff([f.pts_s for f in frames]) > 0).all()
+    assert kinds(events) == ["up", "down"] and frames[0].stream_id.endswith("/index.m3u8?auth=***")
