@@ -6,6 +6,7 @@ import math
 import os
 import re
 import sys
+import time
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -166,6 +167,66 @@ def cmd_models(args) -> int:
     return 0
 
 
+def watch_config(args):
+    """The config file, or one stream from the command line (flags override the file's defaults for that stream)."""
+    from monitor import config
+
+    if args.config:
+        if args.url:
+            raise InputError("watch: give a URL or --config FILE, not both")
+        return config.load(args.config)
+    if not args.url:
+        raise InputError("watch: give a stream URL or --config FILE")
+    stream = {"url": args.url, "listen": args.listen, "realtime": args.realtime, "sample": args.sample,
+              "window": args.window, "models": args.model}
+    if args.id:
+        stream["id"] = args.id
+    if args.ref:
+        stream["ref"] = args.ref
+    if args.max_reconnects is not None:
+        stream["max_reconnects"] = args.max_reconnects
+    if args.alerts:
+        stream["alerts"] = config.load_rules(args.alerts)
+    sinks = {}
+    if args.out:
+        sinks["parquet"] = {"out": args.out}
+    if args.kafka:
+        sinks["kafka"] = {"bootstrap": args.kafka, "topic_prefix": args.topic_prefix, "spool": args.spool}
+    if args.otel:
+        sinks["otel"] = {"exporter": args.otel}
+    if args.jsonl:
+        sinks["jsonl"] = {"out": args.jsonl}
+    return config.parse({"streams": [stream], "sinks": sinks, "device": args.device}, source="command line")
+
+
+def cmd_watch(args) -> int:
+    import signal
+    import threading
+
+    from monitor.watch import Watcher
+
+    cfg = watch_config(args)
+    watcher = Watcher(cfg)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    watcher.start()
+    started = time.monotonic()
+    try:
+        while watcher.running() and not stop.is_set():
+            if args.duration and time.monotonic() - started >= args.duration:
+                break
+            stop.wait(1.0)
+            if not args.quiet:
+                err.print(watcher.status_line(), highlight=False, markup=False)
+    finally:
+        watcher.stop()
+        watcher.join(timeout=30)
+        watcher.close()
+    err.print(f"vqmon watch: stopped; {watcher.status_line()}", highlight=False, markup=False)
+    return 0
+
+
 def cmd_sample(args) -> int:
     from monitor.samples import make_sample
 
@@ -195,6 +256,29 @@ def build_parser() -> argparse.ArgumentParser:
                         "nemg:untrained; see `vqmon models`")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_score)
+
+    w = sub.add_parser("watch", help="monitor live streams (or files in real time): score, window, alert, publish")
+    w.add_argument("url", nargs="?", help="rtmp://, rtsp://, srt://, udp://, http(s)://….m3u8 or a file")
+    w.add_argument("--config", help="YAML/JSON file of streams and sinks (see monitor/config.py)")
+    w.add_argument("--id", help="stream id (default: from the URL)")
+    w.add_argument("--listen", action="store_true", help="listen for a push (RTMP/SRT) instead of pulling")
+    w.add_argument("--realtime", action="store_true", help="play a file at its frame rate")
+    w.add_argument("--ref", help="reference stream or file, aligned automatically, for FR metrics")
+    w.add_argument("--sample", default="all")
+    w.add_argument("--window", default="2s")
+    w.add_argument("--model", action="append", default=[], metavar="NAME[/VARIANT][:WEIGHTS]")
+    w.add_argument("--alerts", metavar="FILE", help="YAML/JSON list of alert rules")
+    w.add_argument("--out", help="Parquet output folder (files roll every 60 s)")
+    w.add_argument("--kafka", metavar="HOST:PORT", help="publish records to Kafka")
+    w.add_argument("--topic-prefix", default="vqmon")
+    w.add_argument("--spool", default="vqmon-spool", help="where records wait while Kafka is unreachable")
+    w.add_argument("--otel", choices=("console", "otlp"), help="OpenTelemetry metrics exporter")
+    w.add_argument("--jsonl", metavar="FILE_OR_DASH", help="also write JSON lines (folder, or - for stdout)")
+    w.add_argument("--device", default="auto")
+    w.add_argument("--max-reconnects", type=int, help="give up after N failed reconnects (default: never)")
+    w.add_argument("--duration", type=float, help="stop after this many seconds (demos, tests)")
+    w.add_argument("-q", "--quiet", action="store_true", help="no status line")
+    w.set_defaults(func=cmd_watch)
 
     md = sub.add_parser("models", help="list the quality models: kind, range, params, GMACs, weights")
     md.set_defaults(func=cmd_models)

@@ -89,7 +89,7 @@ class FileSource:
                     self._count_error("decoder flagged a corrupt frame")
                     continue
                 self.stats.frames_decoded += 1
-                yield Frame(self.stream_id, index, _seconds(av_frame.pts, av_frame.time_base), av_frame,
+                yield Frame(self.stream_id, index, _seconds(av_frame.pts, av_frame.time_base or self._stream.time_base), av_frame,
                             scale_to=self.scale_to)
                 index += 1
         declared = self._stream.frames  # exact for MP4/MOV; 0 when the container does not say

@@ -1,0 +1,163 @@
+"""`vqmon watch` configuration: a YAML/JSON file of streams and sinks, or the same built from CLI flags.
+
+Validation happens here, once, with one-line errors naming the file and the key, so a bad
+config fails at start-up and never hours later inside a stream thread.
+
+    device: auto                # cpu, cuda, cuda:N
+    defaults:                   # applied to every stream unless it says otherwise
+      sample: 5fps
+      window: 10s/2s
+      models: [liqe]
+      alerts:
+        - {name: low-quality, kind: level, metric: nr.liqe, stat: p10, below: 40, for: 10s, recover_above: 45, recover_for: 5s}
+    streams:
+      - {id: cam1, url: "rtmp://ingest:1935/live/cam1"}
+      - {id: cam2, url: "srt://10.0.0.2:9000", ref: "udp://239.0.0.1:5000"}
+    sinks:
+      parquet: {out: /var/lib/vqmon, roll: 60s}
+      kafka: {bootstrap: "kafka:9092", topic_prefix: vqmon, spool: /var/spool/vqmon}
+      otel: {exporter: console}   # or otlp
+      jsonl: {out: "-"}
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field, fields
+
+from monitor.errors import InputError
+
+STREAM_KEYS = {"id", "url", "listen", "realtime", "ref", "ref_listen", "sample", "window", "models", "alerts",
+               "rtsp_transport", "open_timeout", "read_timeout", "max_reconnects"}
+SINK_KEYS = {"parquet": {"out", "roll", "rows"}, "kafka": {"bootstrap", "topic_prefix", "spool"},
+             "otel": {"exporter"}, "jsonl": {"out"}}
+
+
+@dataclass
+class StreamConfig:
+    id: str
+    url: str
+    listen: bool = False  # RTMP/SRT listen mode: wait for the encoder to push to us
+    realtime: bool = False  # play a file at its own frame rate (demos, replay tests)
+    ref: str | None = None  # reference stream or file for FR metrics (aligned automatically)
+    ref_listen: bool = False
+    sample: str = "all"
+    window: str = "2s"
+    models: list[str] = field(default_factory=list)
+    alerts: list[dict] = field(default_factory=list)
+    rtsp_transport: str | None = None
+    open_timeout: float = 10.0
+    read_timeout: float = 5.0
+    max_reconnects: int | None = None
+
+
+@dataclass
+class WatchConfig:
+    streams: list[StreamConfig]
+    sinks: dict[str, dict] = field(default_factory=dict)
+    device: str = "auto"
+
+
+def load(path: str) -> WatchConfig:
+    """Read and validate a YAML (.yaml/.yml) or JSON config file."""
+    return parse(_read(path), source=path)
+
+
+def _read(path: str):
+    if not os.path.exists(path):
+        raise InputError(f"{path}: no such file")
+    text = open(path, encoding="utf-8").read()
+    try:
+        if path.endswith((".yaml", ".yml")):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except Exception as e:  # yaml and json raise their own error types
+        raise InputError(f"{path}: not valid {'YAML' if path.endswith(('.yaml', '.yml')) else 'JSON'}: "
+                         f"{str(e).splitlines()[0]}") from None
+    return data
+
+
+def load_rules(path: str) -> list[dict]:
+    """A YAML/JSON file holding a list of alert rules (validated when the engine parses them)."""
+    data = _read(path)
+    if not isinstance(data, list):
+        raise InputError(f"{path}: expected a list of alert rules")
+    return data
+
+
+def parse(data, source: str = "config") -> WatchConfig:
+    if not isinstance(data, dict):
+        raise InputError(f"{source}: expected a mapping with 'streams' (and optional 'sinks', 'defaults', 'device')")
+    unknown = set(data) - {"streams", "sinks", "defaults", "device"}
+    if unknown:
+        raise InputError(f"{source}: unknown top-level key(s) {', '.join(sorted(unknown))}")
+    defaults = data.get("defaults") or {}
+    _check_keys(defaults, STREAM_KEYS - {"id", "url"}, f"{source}: defaults")
+    raw_streams = data.get("streams")
+    if not raw_streams or not isinstance(raw_streams, list):
+        raise InputError(f"{source}: 'streams' must be a non-empty list")
+    streams, seen = [], set()
+    for i, raw in enumerate(raw_streams):
+        where = f"{source}: streams[{i}]"
+        if not isinstance(raw, dict) or "url" not in raw:
+            raise InputError(f"{where}: each stream needs at least a 'url'")
+        _check_keys(raw, STREAM_KEYS, where)
+        merged = {**defaults, **raw}
+        merged.setdefault("id", _default_id(raw["url"], i))
+        if merged["id"] in seen:
+            raise InputError(f"{where}: duplicate stream id {merged['id']!r}")
+        seen.add(merged["id"])
+        streams.append(_typed(StreamConfig, merged, where))
+    sinks = data.get("sinks") or {}
+    if not isinstance(sinks, dict):
+        raise InputError(f"{source}: 'sinks' must be a mapping")
+    for name, opts in sinks.items():
+        if name not in SINK_KEYS:
+            raise InputError(f"{source}: sinks.{name}: unknown sink (known: {', '.join(SINK_KEYS)})")
+        _check_keys(opts or {}, SINK_KEYS[name], f"{source}: sinks.{name}")
+    if "kafka" in sinks and not (sinks["kafka"] or {}).get("bootstrap"):
+        raise InputError(f"{source}: sinks.kafka: 'bootstrap' (host:port) is required")
+    return WatchConfig(streams, {k: dict(v or {}) for k, v in sinks.items()}, str(data.get("device", "auto")))
+
+
+def _check_keys(d: dict, allowed: set[str], where: str) -> None:
+    if not isinstance(d, dict):
+        raise InputError(f"{where}: expected a mapping")
+    unknown = set(d) - allowed
+    if unknown:
+        raise InputError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+
+
+def _typed(cls, values: dict, where: str):
+    """Build a dataclass, checking each value against the field's type (bool, int, float, str, list)."""
+    kinds = {f.name: f.type for f in fields(cls)}
+    for key, v in values.items():
+        t = kinds[key]
+        ok = (
+            (t == "bool" and isinstance(v, bool))
+            or (t == "str" and isinstance(v, str))
+            or (t == "str | None" and (v is None or isinstance(v, str)))
+            or (t == "float" and isinstance(v, (int, float)) and not isinstance(v, bool))
+            or (t == "int | None" and (v is None or (isinstance(v, int) and not isinstance(v, bool))))
+            or (t.startswith("list") and isinstance(v, list))
+        )
+        if not ok:
+            raise InputError(f"{where}: '{key}' must be {t.replace(' | None', ' or null')}, got {v!r}")
+    return cls(**values)
+
+
+def _default_id(url: str, i: int) -> str:
+    """Last path segment without extension (cam1.m3u8 → cam1), else host:port; never credentials."""
+    from urllib.parse import urlsplit
+
+    from monitor.sources import redact
+
+    safe = redact(url)
+    if "://" not in safe:
+        return os.path.splitext(os.path.basename(safe))[0] or f"stream{i}"
+    parts = urlsplit(safe)
+    tail = parts.path.rstrip("/").rsplit("/", 1)[-1]
+    return os.path.splitext(tail)[0] if tail else (parts.netloc.rpartition("@")[2] or f"stream{i}")

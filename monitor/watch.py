@@ -1,0 +1,160 @@
+"""`vqmon watch`: one StreamPipeline per configured stream, each in its own thread, sharing the sinks.
+
+Stream events (up/down/reconnect, alignment) and alert events are records like the others.
+`stop()` (SIGINT/SIGTERM in the CLI) ends every source, drains the pipelines, flushes windows
+and open alerts, and closes the sinks, so nothing scored is lost.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+from monitor.config import StreamConfig, WatchConfig
+from monitor.errors import InputError
+from monitor.records import AlertEvent, FrameScore, StreamEvent, WindowStat
+from monitor.sampling import Sampler
+
+
+@dataclass
+class StreamStatus:
+    """What the status line shows for one stream; updated from the records the pipeline writes."""
+
+    state: str = "starting"
+    frames: int = 0
+    started: float = field(default_factory=time.monotonic)
+    last_window: dict[str, float] = field(default_factory=dict)  # metric → latest window mean (score scale)
+    firing: set[str] = field(default_factory=set)
+    restarts: int = 0
+
+    def fps(self) -> float:
+        return self.frames / max(time.monotonic() - self.started, 1e-9)
+
+    def observe(self, r) -> None:
+        if isinstance(r, FrameScore) and r.metric == "sig.luma":
+            self.frames += 1
+        elif isinstance(r, WindowStat) and r.scale == "score":
+            self.last_window[r.metric] = r.mean
+        elif isinstance(r, StreamEvent) and r.event in ("up", "down"):
+            self.state = r.event
+        elif isinstance(r, AlertEvent):
+            (self.firing.add if r.state == "firing" else self.firing.discard)(r.rule)
+
+
+def build_sinks(cfg: WatchConfig) -> list:
+    sinks = []
+    for name, opts in cfg.sinks.items():
+        if name == "parquet":
+            from monitor.cli import parse_duration
+            from monitor.sinks.parquet import ParquetSink
+
+            sinks.append(ParquetSink(opts.get("out", "vqmon-out"), rows_per_file=int(opts.get("rows", 200_000)),
+                                     roll_s=parse_duration(str(opts.get("roll", "60s")))))
+        elif name == "kafka":
+            from monitor.sinks.kafka import KafkaSink
+
+            sinks.append(KafkaSink(opts["bootstrap"], topic_prefix=opts.get("topic_prefix", "vqmon"),
+                                   spool_dir=opts.get("spool", "vqmon-spool")))
+        elif name == "otel":
+            from monitor.sinks.otel import OTelSink
+
+            sinks.append(OTelSink(exporter=opts.get("exporter", "console")))
+        elif name == "jsonl":
+            from monitor.sinks.jsonl import JsonlSink
+
+            sinks.append(JsonlSink(opts.get("out", "-")))
+    return sinks
+
+
+class Watcher:
+    def __init__(self, cfg: WatchConfig):
+        from monitor.alerts import AlertEngine, parse_rules
+        from monitor.cli import load_model, parse_window
+        from monitor.pipeline import StreamPipeline
+        from monitor.scoring import ModelScorer, SignalScorer, pick_device
+
+        self.cfg = cfg
+        self.device = pick_device(cfg.device)
+        self.sinks = build_sinks(cfg)
+        self.lock = threading.Lock()
+        self.status: dict[str, StreamStatus] = {}
+        self.pipelines = {}
+        self._closers = []
+        for sc in cfg.streams:
+            status = self.status[sc.id] = StreamStatus()
+            scorers = [SignalScorer(self.device)] + [ModelScorer(load_model(m, cfg.device), self.device)
+                                                      for m in sc.models]
+            alerts = AlertEngine(parse_rules(sc.alerts)) if sc.alerts else None
+            pipe_box: list = []
+            source = self._source(sc, lambda ev, box=pipe_box: box[0].emit([ev]) if box else None)
+            pairer = self._aligner(sc, source, lambda ev, box=pipe_box: box[0].emit([ev]) if box else None)
+            pipe = StreamPipeline(source, pairer=pairer, sampler=Sampler.parse(sc.sample), window=parse_window(sc.window),
+                                  sinks=self.sinks, scorers=scorers, alerts=alerts, summarise=False,
+                                  sink_lock=self.lock, on_record=status.observe)
+            pipe_box.append(pipe)
+            self.pipelines[sc.id] = pipe
+        self._threads: list[threading.Thread] = []
+
+    def _source(self, sc: StreamConfig, on_event):
+        from monitor.sources import LiveSource
+
+        options = {"rtsp_transport": sc.rtsp_transport} if sc.rtsp_transport else None
+        src = LiveSource(sc.url, stream_id=sc.id, open_timeout_s=sc.open_timeout, read_timeout_s=sc.read_timeout,
+                         listen=sc.listen, realtime=sc.realtime, max_reconnects=sc.max_reconnects,
+                         on_event=on_event, options=options)
+        self._closers.append(src)
+        return src
+
+    def _aligner(self, sc: StreamConfig, source, on_event):
+        if not sc.ref:
+            return None
+        from monitor.align import Aligner
+        from monitor.sources import LiveSource
+
+        ref = LiveSource(sc.ref, stream_id=f"{sc.id}.ref", listen=sc.ref_listen, realtime=sc.realtime,
+                         open_timeout_s=sc.open_timeout, read_timeout_s=sc.read_timeout,
+                         max_reconnects=sc.max_reconnects)
+        self._closers.append(ref)
+        return Aligner(ref, stream_id=sc.id, on_event=on_event)
+
+    def start(self) -> None:
+        for sid, pipe in self.pipelines.items():
+            t = threading.Thread(target=self._run, args=(sid, pipe), name=f"stream-{sid}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def _run(self, sid: str, pipe) -> None:
+        try:
+            pipe.run()
+        except InputError as e:
+            pipe.emit([StreamEvent(sid, "down", detail={"error": str(e)})])
+        finally:
+            self.status[sid].state = "stopped"
+
+    def running(self) -> bool:
+        return any(t.is_alive() for t in self._threads)
+
+    def stop(self) -> None:
+        for pipe in self.pipelines.values():
+            pipe.stop()
+        for c in self._closers:
+            getattr(c, "stop", lambda: None)()
+
+    def join(self, timeout: float | None = None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for t in self._threads:
+            t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+
+    def close(self) -> None:
+        with self.lock:
+            for sink in self.sinks:
+                sink.close()
+
+    def status_line(self) -> str:
+        parts = []
+        for sid, st in self.status.items():
+            scores = " ".join(f"{m}={v:.0f}" for m, v in sorted(st.last_window.items())
+                              if m.startswith(("nr.", "fr.")))
+            alerts = f" ALERTS: {','.join(sorted(st.firing))}" if st.firing else ""
+            parts.append(f"{sid}: {st.state} {st.frames} fr {st.fps():.1f} fps {scores}{alerts}".rstrip())
+        return " | ".join(parts)

@@ -1,0 +1,58 @@
+"""`vqmon watch` config: defaults merge into streams; every mistake is one line naming the file and key."""
+from __future__ import annotations
+
+import pytest
+
+from monitor import config
+from monitor.errors import InputError
+
+GOOD = """
+device: cpu
+defaults: {sample: 5fps, window: 10s/2s, models: ["liqe:untrained"]}
+streams:
+  - {id: cam1, url: "rtmp://user:secret@ingest:1935/live/cam1"}
+  - {url: "srt://10.0.0.2:9000", sample: all, ref: "udp://239.0.0.1:5000"}
+sinks:
+  parquet: {out: /tmp/x, roll: 30s}
+  kafka: {bootstrap: "127.0.0.1:9092"}
+"""
+
+
+def write(tmp_path, text, name="watch.yaml"):
+    p = tmp_path / name
+    p.write_text(text)
+    return str(p)
+
+
+def test_defaults_merge_and_ids_come_from_the_url(tmp_path):
+    cfg = config.load(write(tmp_path, GOOD))
+    a, b = cfg.streams
+    assert (a.id, a.sample, a.window, a.models) == ("cam1", "5fps", "10s/2s", ["liqe:untrained"])
+    assert (b.id, b.sample, b.ref) == ("10.0.0.2:9000", "all", "udp://239.0.0.1:5000")
+    assert cfg.device == "cpu" and cfg.sinks["parquet"]["roll"] == "30s"
+
+
+@pytest.mark.parametrize("text,words", [
+    ("streams: []", ["'streams' must be a non-empty list"]),
+    ("streams: [{id: a}]", ["streams[0]", "'url'"]),
+    ("streams: [{url: x, smaple: all}]", ["streams[0]", "unknown key", "smaple"]),
+    ("streams: [{url: x, listen: 'yes'}]", ["'listen' must be bool"]),
+    ("streams: [{url: a/x}, {url: b/x}]", ["duplicate stream id 'x'"]),
+    ("streams: [{url: x}]\nsinks: {kafka: {}}", ["sinks.kafka", "bootstrap"]),
+    ("streams: [{url: x}]\nsinks: {s3: {}}", ["sinks.s3", "unknown sink"]),
+    ("streams: [{url: x}\n", ["not valid YAML"]),
+])
+def test_mistakes_are_one_line_errors_naming_the_file(tmp_path, text, words):
+    path = write(tmp_path, text)
+    with pytest.raises(InputError) as e:
+        config.load(path)
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(path)
+    for w in words:
+        assert w in msg
+
+
+def test_json_config_and_missing_file(tmp_path):
+    assert config.load(write(tmp_path, '{"streams": [{"url": "x.mp4"}]}', "w.json")).streams[0].id == "x"
+    with pytest.raises(InputError, match="no such file"):
+        config.load(str(tmp_path / "nope.yaml"))
