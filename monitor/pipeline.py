@@ -78,6 +78,7 @@ class _Item:
     t: float  # media time used for windows (pts, or index / fps when the container has none)
     sampled: bool
     ref: Frame | None = None
+    alignment: dict | None = None  # automatic alignment: offset and confidence, copied into FR records
 
 
 _END = object()
@@ -104,7 +105,12 @@ class _Decoder(threading.Thread):
                 item = _Item(frame, t, self.sampler.take(frame.index, t))
                 if item.sampled:
                     if self.pairer is not None:
-                        item.ref = self.pairer.match(frame)
+                        match = self.pairer.match(frame)
+                        if hasattr(match, "reference"):  # an Aligner's Match
+                            item.alignment = {"align_offset": match.offset,
+                                              "align_confidence": round(match.confidence, 4)}
+                            match = match.reference
+                        item.ref = match
                     for f in (frame, item.ref):  # convert here, off the scoring thread
                         if f is not None:
                             f.y  # noqa: B018
@@ -250,8 +256,11 @@ class StreamPipeline:
                     self.collected.setdefault(m, []).append(val)
                 if math.isnan(val):
                     continue
+                extra = extras[m][k] if m in extras else {}
+                if item.alignment and infos[m].kind == "FR":
+                    extra = {**extra, **item.alignment}
                 rec = FrameScore(f.stream_id, f.index, f.pts_s, f.ingest_ts, f.width, f.height, m, val, sc,
-                                 tags.get(m), extras[m][k] if m in extras else {})
+                                 tags.get(m), extra)
                 records.append(rec)
                 self.windows.add(f.stream_id, m, "value", item.t, val)
                 if sc is not None:

@@ -115,7 +115,7 @@ class Watcher:
                          open_timeout_s=sc.open_timeout, read_timeout_s=sc.read_timeout,
                          max_reconnects=sc.max_reconnects)
         self._closers.append(ref)
-        return Aligner(ref, stream_id=sc.id, on_event=on_event)
+        return Aligner(ref, on_event=on_event)
 
     def start(self) -> None:
         for sid, pipe in self.pipelines.items():

@@ -96,3 +96,21 @@ def test_watch_rtmp_push_with_kafka_parquet_otel(tmp_path, broker):
     assert "vqmon.frame.score" in stdout  # the console OTel exporter printed the metrics on shutdown
     assert not os.listdir(tmp_path / "spool") or all(os.path.getsize(tmp_path / "spool" / f) == 0
                                                      for f in os.listdir(tmp_path / "spool"))
+
+
+def test_watch_aligns_a_reference_automatically(tmp_path):
+    """A distorted file that starts 7 frames into its reference: FR records carry the found offset and confidence."""
+    from monitor.cli import main
+
+    frames = list(panned_frames(256, 144, 60))
+    ref = encode(str(tmp_path / "ref.mp4"), frames, crf=None)
+    dist = encode(str(tmp_path / "dist.mp4"), frames[7:], crf=28)
+    assert main(["watch", dist, "--ref", ref, "--jsonl", str(tmp_path / "j"), "-q", "--device", "cpu"]) == 0
+    rows = [json.loads(line) for line in open(tmp_path / "j" / "frames.jsonl")]
+    psnr = [r for r in rows if r["metric"] == "fr.psnr_y"]
+    assert len(psnr) >= 40
+    assert {r["extras"]["align_offset"] for r in psnr} == {7}
+    assert min(r["extras"]["align_confidence"] for r in psnr) >= 0.5
+    assert min(r["value"] for r in psnr) > 30  # aligned pairs: the CRF-28 quality, not a mismatch
+    events = [json.loads(line)["event"] for line in open(tmp_path / "j" / "events.jsonl")]
+    assert "alignment_gained" in events
