@@ -85,6 +85,12 @@ def cmd_score(args) -> int:
     sampler = Sampler.parse(args.sample)
     window = parse_window(args.window)
     models = [load_model(spec, args.device) for spec in args.model]
+    alerts = None
+    if args.alerts:
+        from monitor import config
+        from monitor.alerts import AlertEngine, parse_rules
+
+        alerts = AlertEngine(parse_rules(config.load_rules(args.alerts)))
     sinks = _sinks(args.out, args.format)
     show = _console(stderr=args.out == "-")
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -101,7 +107,7 @@ def cmd_score(args) -> int:
             progress.update(task, total=probe.info.frames_estimate)
         summary = score_file(args.video, ref=args.ref, ref_offset=args.ref_offset, sampler=sampler, window=window,
                              sinks=sinks, device=args.device, batch_size=args.batch, models=models,
-                             on_progress=advance)
+                             alerts=alerts, on_progress=advance)
     print_summary(summary, show, args.out)
     return 0
 
@@ -254,6 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", action="append", default=[], metavar="NAME[/VARIANT][:WEIGHTS]",
                    help="also score with a quality model (repeatable): e.g. liqe, gsn/lite:ckpt.safetensors, "
                         "nemg:untrained; see `vqmon models`")
+    s.add_argument("--alerts", metavar="FILE", help="YAML/JSON list of alert rules; events go with the records")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_score)
 

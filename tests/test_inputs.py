@@ -156,3 +156,19 @@ def test_jsonl_to_stdout_and_parquet_output(media, tmp_path):
 def test_input_error_names_the_file():
     with pytest.raises(InputError, match="missing.mkv: no such file"):
         FileSource("missing.mkv")
+
+
+def test_score_with_alert_rules_reports_freeze_and_black(media, tmp_path):
+    from conftest import BLACK, FPS, FREEZE
+
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("- {name: frozen, kind: freeze, for: 0.4s}\n- {name: dark, kind: black, for: 0.1s}\n")
+    assert main(["score", media["events"], "--alerts", str(rules), "--format", "jsonl", "--out", str(tmp_path / "o"),
+                 "-q"]) == 0
+    events = [json.loads(line) for line in open(tmp_path / "o" / "alerts.jsonl")]
+    firing = {e["rule"]: e for e in events if e["state"] == "firing"}
+    assert set(firing) == {"frozen", "dark"}
+    assert firing["frozen"]["since_s"] == pytest.approx((FREEZE[0] - 1) / FPS)
+    assert firing["dark"]["since_s"] == pytest.approx(BLACK[0] / FPS)
+    resolved = {e["rule"] for e in events if e["state"] == "resolved"}
+    assert resolved == {"frozen", "dark"}
