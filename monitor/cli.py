@@ -85,12 +85,17 @@ def cmd_score(args) -> int:
     sampler = Sampler.parse(args.sample)
     window = parse_window(args.window)
     models = [load_model(spec, args.device) for spec in args.model]
-    alerts = None
+    alerts = thumbnails = None
     if args.alerts:
         from monitor import config
         from monitor.alerts import AlertEngine, parse_rules
+        from monitor.sources import FileSource
+        from monitor.thumbnails import ThumbnailStore
 
-        alerts = AlertEngine(parse_rules(config.load_rules(args.alerts)))
+        if args.out and args.out != "-":
+            with FileSource(args.video) as probe:
+                thumbnails = ThumbnailStore(os.path.join(args.out, "thumbnails"), probe.stream_id)
+        alerts = AlertEngine(parse_rules(config.load_rules(args.alerts)), thumbnail=thumbnails)
     sinks = _sinks(args.out, args.format)
     show = _console(stderr=args.out == "-")
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -107,7 +112,7 @@ def cmd_score(args) -> int:
             progress.update(task, total=probe.info.frames_estimate)
         summary = score_file(args.video, ref=args.ref, ref_offset=args.ref_offset, sampler=sampler, window=window,
                              sinks=sinks, device=args.device, batch_size=args.batch, models=models,
-                             alerts=alerts, on_progress=advance)
+                             alerts=alerts, thumbnails=thumbnails, on_progress=advance)
     print_summary(summary, show, args.out)
     return 0
 

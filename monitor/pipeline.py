@@ -155,7 +155,7 @@ class StreamPipeline:
 
     def __init__(self, source, *, pairer=None, sampler: Sampler | None = None, window: WindowSpec = WindowSpec(2.0),
                  sinks=(), scorers=(), alerts=None, batch_size: int = 8, summarise: bool = True, sink_lock=None,
-                 on_record=None):
+                 on_record=None, thumbnails=None):
         self.source, self.pairer = source, pairer
         self.sampler = sampler or Sampler()
         self.windows = WindowAggregator(window)
@@ -163,6 +163,7 @@ class StreamPipeline:
         self.batch_size, self.summarise = batch_size, summarise
         self.sink_lock = sink_lock or threading.Lock()
         self.on_record = on_record  # called with every record written (status displays, metrics)
+        self.thumbnails = thumbnails  # ThumbnailStore holding recent frames for alert evidence
         self.collected: dict[str, list] = {}  # metric → [values], plus "_index"/"_pts" per scored frame
         self.frames_seen = 0
         self._decoder = _Decoder(source, self.sampler, pairer, need_rgb=any(s.needs_rgb for s in self.scorers))
@@ -230,9 +231,12 @@ class StreamPipeline:
         values: dict[str, np.ndarray] = {}
         extras: dict[str, list] = {}
         infos, tags = {}, {}
+        timings: dict[str, float] = {}  # scorer name → seconds per sampled frame
         if sampled:
             for scorer in self.scorers:
+                t0 = time.perf_counter()
                 v, e = scorer.score([i.frame for i in sampled], [i.ref for i in sampled])
+                timings[getattr(scorer, "tag", "signals")] = (time.perf_counter() - t0) / len(sampled)
                 values.update(v)
                 extras.update(e)
                 infos.update(scorer.metrics)
@@ -246,6 +250,8 @@ class StreamPipeline:
             if not item.sampled:
                 continue
             f = item.frame
+            if self.thumbnails is not None:
+                self.thumbnails.add(f)
             if self.summarise:
                 self.collected.setdefault("_index", []).append(f.index)
                 self.collected.setdefault("_pts", []).append(item.t)
@@ -271,15 +277,26 @@ class StreamPipeline:
         if self.alerts:
             records += self._alerts_for_windows(closed)
         self.emit(records + closed)
+        self._runtime_metrics(batch[0].frame.stream_id, len(batch), timings)
+
+    def _runtime_metrics(self, stream_id: str, decoded: int, timings: dict[str, float]) -> None:
+        """Sinks that keep runtime metrics (OTel) get frames decoded and per-frame inference time per scorer."""
+        for sink in self.sinks:
+            if hasattr(sink, "frames_decoded"):
+                with self.sink_lock:
+                    sink.frames_decoded(stream_id, decoded)
+                    for name, seconds in timings.items():
+                        sink.inference_latency(stream_id, name, seconds)
 
 
 def score_file(path: str, ref: str | None = None, ref_offset: int = 0, sampler: Sampler | None = None,
                window: WindowSpec = WindowSpec(2.0), sinks=(), device: str = "auto", batch_size: int = 8,
-               stream_id: str | None = None, models=(), alerts=None, on_progress=None) -> RunSummary:
+               stream_id: str | None = None, models=(), alerts=None, thumbnails=None, on_progress=None) -> RunSummary:
     """Score one file (optionally against a reference file) and write records to `sinks`.
 
     `models`: quality models (from models.registry.create) scored on every sampled frame besides the signals.
-    `alerts`: an AlertEngine whose events go to the sinks with the other records.
+    `alerts`: an AlertEngine whose events go to the sinks with the other records; `thumbnails`: the
+    ThumbnailStore that engine writes evidence pictures from (recent frames are added to it).
     """
     sampler = sampler or Sampler()
     source = FileSource(path, stream_id=stream_id)
@@ -289,7 +306,7 @@ def score_file(path: str, ref: str | None = None, ref_offset: int = 0, sampler: 
     dev = pick_device(device)
     scorers = [SignalScorer(dev)] + [ModelScorer(m, dev) for m in models]
     pipe = StreamPipeline(source, pairer=pairer, sampler=sampler, window=window, sinks=sinks, scorers=scorers,
-                          alerts=alerts, batch_size=batch_size)
+                          alerts=alerts, batch_size=batch_size, thumbnails=thumbnails)
     started = time.perf_counter()
     try:
         pipe.run(on_progress)

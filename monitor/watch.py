@@ -6,6 +6,7 @@ and open alerts, and closes the sinks, so nothing scored is lost.
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -84,16 +85,24 @@ class Watcher:
             status = self.status[sc.id] = StreamStatus()
             scorers = [SignalScorer(self.device)] + [ModelScorer(load_model(m, cfg.device), self.device)
                                                       for m in sc.models]
-            alerts = AlertEngine(parse_rules(sc.alerts)) if sc.alerts else None
+            thumbs = self._thumbnails(sc) if sc.alerts else None
+            alerts = AlertEngine(parse_rules(sc.alerts), thumbnail=thumbs) if sc.alerts else None
             pipe_box: list = []
             source = self._source(sc, lambda ev, box=pipe_box: box[0].emit([ev]) if box else None)
             pairer = self._aligner(sc, source, lambda ev, box=pipe_box: box[0].emit([ev]) if box else None)
             pipe = StreamPipeline(source, pairer=pairer, sampler=Sampler.parse(sc.sample), window=parse_window(sc.window),
                                   sinks=self.sinks, scorers=scorers, alerts=alerts, summarise=False,
-                                  sink_lock=self.lock, on_record=status.observe)
+                                  sink_lock=self.lock, on_record=status.observe, thumbnails=thumbs)
             pipe_box.append(pipe)
             self.pipelines[sc.id] = pipe
         self._threads: list[threading.Thread] = []
+
+    def _thumbnails(self, sc: StreamConfig):
+        """Alert evidence pictures go next to the records: <parquet or jsonl folder>/thumbnails/<stream>/."""
+        from monitor.thumbnails import ThumbnailStore
+
+        out = (self.cfg.sinks.get("parquet") or {}).get("out") or (self.cfg.sinks.get("jsonl") or {}).get("out")
+        return ThumbnailStore(os.path.join(out, "thumbnails"), sc.id) if out and out != "-" else None
 
     def _source(self, sc: StreamConfig, on_event):
         from monitor.sources import LiveSource

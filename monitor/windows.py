@@ -4,6 +4,8 @@ Tumbling windows are [k·size, (k+1)·size); sliding windows are [k·hop, k·hop
 closes, and its statistics are emitted, as soon as a frame at or past its end is seen, so the
 aggregator holds only the samples of open windows. `coverage` is scored frames over frames
 seen in the window: it drops when sampling, a missing reference or decode errors leave gaps.
+A late frame (media time before the oldest open window, e.g. a source whose clock jumped
+back) cannot change windows already emitted: it is counted in `late` and left out.
 """
 from __future__ import annotations
 
@@ -58,9 +60,13 @@ class WindowAggregator:
         self._samples: dict[tuple[str, str, str], deque[tuple[float, float]]] = defaultdict(deque)
         self._seen: dict[str, deque[float]] = defaultdict(deque)  # pts of every frame seen, per stream
         self._next_start: dict[str, float] = {}  # start of the oldest window not yet emitted, per stream
+        self.late: dict[str, int] = defaultdict(int)  # frames that arrived after their windows were emitted
 
     def observe(self, stream_id: str, pts_s: float) -> list[WindowStat]:
         """Record that a frame at `pts_s` was seen (scored or not); returns windows it closes."""
+        if pts_s < self._next_start.get(stream_id, -math.inf):
+            self.late[stream_id] += 1
+            return []
         closed = self._close(stream_id, before=pts_s)
         self._seen[stream_id].append(pts_s)
         if stream_id not in self._next_start:
@@ -68,7 +74,7 @@ class WindowAggregator:
         return closed
 
     def add(self, stream_id: str, metric: str, scale: str, pts_s: float, value: float) -> None:
-        if not math.isnan(value):
+        if not math.isnan(value) and pts_s >= self._next_start.get(stream_id, -math.inf):
             self._samples[(stream_id, metric, scale)].append((pts_s, value))
 
     def flush(self, stream_id: str | None = None) -> list[WindowStat]:

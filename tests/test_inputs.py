@@ -172,3 +172,7 @@ def test_score_with_alert_rules_reports_freeze_and_black(media, tmp_path):
     assert firing["dark"]["since_s"] == pytest.approx(BLACK[0] / FPS)
     resolved = {e["rule"] for e in events if e["state"] == "resolved"}
     assert resolved == {"frozen", "dark"}
+    from PIL import Image
+
+    with Image.open(firing["dark"]["evidence"]["thumbnail"]) as im:  # the worst frame of the black stretch, as a small JPEG
+        assert im.format == "JPEG" and im.width == 256 and max(im.convert("L").getextrema()) < 40

@@ -101,3 +101,20 @@ def test_missing_otlp_exporter_is_a_clear_error():
         OTelSink(exporter="otlp")
     with pytest.raises(ValueError, match="unknown metrics exporter 'prom'"):
         OTelSink(exporter="prom")
+
+
+def test_alert_events_drive_the_firing_gauge_once_per_alert():
+    from monitor.records import AlertEvent
+
+    reader = InMemoryMetricReader()
+    sink = OTelSink(exporter=None, readers=(reader,))
+
+    def event(state, alert_id="low@cam1@10.0"):
+        return AlertEvent(alert_id=alert_id, stream_id="cam1", rule="low", metric="nr.liqe", state=state, since_s=10.0,
+                          at_s=12.0, value=30.0, threshold=40.0, evidence={})
+
+    sink.write([event("pending"), event("firing"), event("firing")])  # end-of-stream flushes repeat a firing event
+    assert collected(reader)["vqmon.alerts.firing"][attrs(stream_id="cam1", rule="low")].value == 1
+    sink.write([event("resolved"), event("resolved")])
+    assert collected(reader)["vqmon.alerts.firing"][attrs(stream_id="cam1", rule="low")].value == 0
+    sink.close()

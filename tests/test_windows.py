@@ -70,3 +70,10 @@ def test_windows_close_as_soon_as_time_passes_their_end():
 def test_gap_in_media_time_skips_empty_windows():
     wins = feed(WindowAggregator(WindowSpec(1.0)), [0.0, 0.5, 3600.2, 3600.7], [1, 2, 3, 4], [True] * 4)
     assert [(w.window_start_s, w.count) for w in wins] == [(0.0, 2), (3600.0, 2)]
+
+
+def test_late_frames_are_counted_and_left_out():
+    agg = WindowAggregator(WindowSpec(1.0))
+    wins = feed(agg, [0.0, 0.5, 1.2, 2.1, 0.7, 2.5], [1, 1, 5, 9, 100, 9], [True] * 6)
+    assert agg.late["s"] == 1  # 0.7 s arrived after the [0, 1) window was emitted
+    assert [(w.window_start_s, w.count, w.max) for w in wins] == [(0.0, 2, 1), (1.0, 1, 5), (2.0, 2, 9)]

@@ -13,7 +13,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 
-from monitor.records import FrameScore, WindowStat
+from monitor.records import AlertEvent, FrameScore, WindowStat
 
 SCORE_BUCKETS = tuple(range(0, 101, 10))  # scores are 0–100; the SDK's default buckets are for milliseconds
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)  # seconds
@@ -35,6 +35,7 @@ class OTelSink:
         """`exporter`: "console", "otlp" (needs opentelemetry-exporter-otlp; endpoint from the standard
         OTEL_EXPORTER_OTLP_* variables) or None; `readers`: extra readers, e.g. an InMemoryMetricReader."""
         readers = list(readers)
+        self._firing: set[str] = set()  # alert_ids counted as firing
         if exporter is not None:
             readers.append(PeriodicExportingMetricReader(make_exporter(exporter, console_out),
                                                          export_interval_millis=export_interval_s * 1000))
@@ -56,7 +57,7 @@ class OTelSink:
         self._alerts = meter.create_up_down_counter("vqmon.alerts.firing", description="alerts now firing")
 
     def write(self, records) -> None:
-        """Frame scores and window stats become metrics; other record kinds have no metric here."""
+        """Frame scores, window stats and alert transitions become metrics; other record kinds have none here."""
         for r in records:
             if isinstance(r, FrameScore):
                 attrs = {"stream_id": r.stream_id, "metric": r.metric}
@@ -67,6 +68,13 @@ class OTelSink:
                 attrs = {"stream_id": r.stream_id, "metric": r.metric, "scale": r.scale}
                 self._window_mean.set(r.mean, attrs)
                 self._window_p10.set(r.p10, attrs)
+            elif isinstance(r, AlertEvent):  # counted once per alert: end-of-stream flushes repeat firing events
+                if r.state == "firing" and r.alert_id not in self._firing:
+                    self._firing.add(r.alert_id)
+                    self.alert_fired(r.stream_id, r.rule)
+                elif r.state == "resolved" and r.alert_id in self._firing:
+                    self._firing.discard(r.alert_id)
+                    self.alert_resolved(r.stream_id, r.rule)
 
     def frames_decoded(self, stream_id: str, n: int = 1) -> None:
         self._decoded.add(n, {"stream_id": stream_id})
