@@ -31,3 +31,14 @@ def test_readme_run_command_scores_the_sample_and_writes_parquet(tmp_path):
     assert "fr.psnr_y" in p.stdout and "black: 6.000–6.480 s" in p.stdout and "freeze:" in p.stdout
     frames = ds.dataset(str(tmp_path / "results" / "frames"), format="parquet").to_table()
     assert set(frames.column("frame_index").to_pylist()) == set(range(200))
+
+
+def test_readme_alert_rules_parse():
+    import yaml
+
+    from monitor.alerts import parse_rules
+
+    text = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    block = re.search(r"### Alert rules\s+```yaml\n(.*?)```", text, re.S)[1]
+    rules = parse_rules(yaml.safe_load(block))
+    assert [r.name for r in rules] == ["low-quality", "sudden-drop", "slow-decline", "frozen", "black"]
