@@ -18,6 +18,7 @@ config fails at start-up and never hours later inside a stream thread.
       kafka: {bootstrap: "kafka:9092", topic_prefix: vqmon, spool: /var/spool/vqmon}
       otel: {exporter: console}   # or otlp
       jsonl: {out: "-"}
+      webhook: {url: "https://alerts.example/hook", retries: 3}   # POSTs firing/resolved alert events
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ from monitor.errors import InputError
 STREAM_KEYS = {"id", "url", "listen", "realtime", "ref", "ref_listen", "sample", "window", "models", "alerts",
                "rtsp_transport", "open_timeout", "read_timeout", "max_reconnects"}
 SINK_KEYS = {"parquet": {"out", "roll", "rows"}, "kafka": {"bootstrap", "topic_prefix", "spool"},
-             "otel": {"exporter"}, "jsonl": {"out"}}
+             "otel": {"exporter"}, "jsonl": {"out"}, "webhook": {"url", "retries"}}
 
 
 @dataclass
@@ -118,8 +119,9 @@ def parse(data, source: str = "config") -> WatchConfig:
         if name not in SINK_KEYS:
             raise InputError(f"{source}: sinks.{name}: unknown sink (known: {', '.join(SINK_KEYS)})")
         _check_keys(opts or {}, SINK_KEYS[name], f"{source}: sinks.{name}")
-    if "kafka" in sinks and not (sinks["kafka"] or {}).get("bootstrap"):
-        raise InputError(f"{source}: sinks.kafka: 'bootstrap' (host:port) is required")
+    for name, key in (("kafka", "bootstrap"), ("webhook", "url")):
+        if name in sinks and not (sinks[name] or {}).get(key):
+            raise InputError(f"{source}: sinks.{name}: '{key}' is required")
     return WatchConfig(streams, {k: dict(v or {}) for k, v in sinks.items()}, str(data.get("device", "auto")))
 
 

@@ -64,6 +64,10 @@ def build_sinks(cfg: WatchConfig) -> list:
             from monitor.sinks.jsonl import JsonlSink
 
             sinks.append(JsonlSink(opts.get("out", "-")))
+        elif name == "webhook":
+            from monitor.alerts import WebhookNotifier
+
+            sinks.append(WebhookNotifier(opts["url"], retries=int(opts.get("retries", 3))))
     return sinks
 
 

@@ -40,6 +40,7 @@ def test_defaults_merge_and_ids_come_from_the_url(tmp_path):
     ("streams: [{url: a/x}, {url: b/x}]", ["duplicate stream id 'x'"]),
     ("streams: [{url: x}]\nsinks: {kafka: {}}", ["sinks.kafka", "bootstrap"]),
     ("streams: [{url: x}]\nsinks: {s3: {}}", ["sinks.s3", "unknown sink"]),
+    ("streams: [{url: x}]\nsinks: {webhook: {retries: 2}}", ["sinks.webhook", "'url'"]),
     ("streams: [{url: x}\n", ["not valid YAML"]),
 ])
 def test_mistakes_are_one_line_errors_naming_the_file(tmp_path, text, words):
