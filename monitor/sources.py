@@ -77,17 +77,7 @@ class FileSource:
         """Every decoded frame in presentation order; damaged packets/frames are counted and skipped."""
         index = 0
         for packet in self._packets():
-            if packet is not None and packet.is_corrupt:
-                self._count_error("demuxer flagged a corrupt packet")
-            try:
-                decoded = self._stream.decode(packet)
-            except av.error.FFmpegError as e:
-                self._count_error(e)
-                continue
-            for av_frame in decoded:
-                if av_frame.is_corrupt:
-                    self._count_error("decoder flagged a corrupt frame")
-                    continue
+            for av_frame in _good_frames(self._stream, packet, self._count_error):
                 self.stats.frames_decoded += 1
                 yield Frame(self.stream_id, index, _seconds(av_frame.pts, av_frame.time_base or self._stream.time_base), av_frame,
                             scale_to=self.scale_to)
@@ -283,17 +273,7 @@ class LiveSource:
                 stalled = time.monotonic() - asked >= self.read_timeout_s
                 reason = f"no data for {self.read_timeout_s:g} s" if stalled else _reason(e)
                 packet = None  # drain the decoder's delayed frames
-            if packet is not None and packet.is_corrupt:
-                self._count_error("demuxer flagged a corrupt packet")
-            try:
-                decoded = stream.decode(packet)
-            except av.error.FFmpegError as e:
-                self._count_error(e)
-                continue
-            for av_frame in decoded:
-                if av_frame.is_corrupt:
-                    self._count_error("decoder flagged a corrupt frame")
-                    continue
+            for av_frame in _good_frames(stream, packet, self._count_error):
                 frame = self._frame(av_frame, stream.time_base)
                 if not delivered:
                     self._go_up()
@@ -368,6 +348,22 @@ def _describe(container, stream) -> StreamInfo:
         duration = container.duration / av.time_base
     frames = stream.frames or (round(duration * fps) if duration and fps else None)
     return StreamInfo(cc.name, cc.pix_fmt or "?", cc.width, cc.height, fps, duration, frames)
+
+
+def _good_frames(stream, packet, count_error) -> Iterator[av.VideoFrame]:
+    """The frames `packet` decodes to (None drains the decoder); damaged packets and frames are counted and skipped."""
+    if packet is not None and packet.is_corrupt:
+        count_error("demuxer flagged a corrupt packet")
+    try:
+        decoded = stream.decode(packet)
+    except av.error.FFmpegError as e:
+        count_error(e)
+        return
+    for av_frame in decoded:
+        if av_frame.is_corrupt:
+            count_error("decoder flagged a corrupt frame")
+            continue
+        yield av_frame
 
 
 def _seconds(pts: int | None, time_base: Fraction | None) -> float | None:
