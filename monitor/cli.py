@@ -203,8 +203,8 @@ def watch_config(args):
         sinks["parquet"] = {"out": args.out}
     if args.kafka:
         sinks["kafka"] = {"bootstrap": args.kafka, "topic_prefix": args.topic_prefix, "spool": args.spool}
-    if args.otel:
-        sinks["otel"] = {"exporter": args.otel}
+    if args.otel or args.prometheus:
+        sinks["otel"] = {"exporter": args.otel, "prometheus": args.prometheus}
     if args.jsonl:
         sinks["jsonl"] = {"out": args.jsonl}
     return config.parse({"streams": [stream], "sinks": sinks, "device": args.device}, source="command line")
@@ -285,6 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--topic-prefix", default="vqmon")
     w.add_argument("--spool", default="vqmon-spool", help="where records wait while Kafka is unreachable")
     w.add_argument("--otel", choices=("console", "otlp"), help="OpenTelemetry metrics exporter")
+    w.add_argument("--prometheus", metavar="HOST:PORT", help="serve the metrics at http://HOST:PORT/metrics")
     w.add_argument("--jsonl", metavar="FILE_OR_DASH", help="also write JSON lines (folder, or - for stdout)")
     w.add_argument("--device", default="auto")
     w.add_argument("--max-reconnects", type=int, help="give up after N failed reconnects (default: never)")

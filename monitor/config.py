@@ -16,7 +16,7 @@ config fails at start-up and never hours later inside a stream thread.
     sinks:
       parquet: {out: /var/lib/vqmon, roll: 60s}
       kafka: {bootstrap: "kafka:9092", topic_prefix: vqmon, spool: /var/spool/vqmon}
-      otel: {exporter: console}   # or otlp
+      otel: {exporter: console, prometheus: "127.0.0.1:9464"}   # exporter: console, otlp or null
       jsonl: {out: "-"}
       webhook: {url: "https://alerts.example/hook", retries: 3}   # POSTs firing/resolved alert events
 """
@@ -31,7 +31,7 @@ from monitor.errors import InputError
 STREAM_KEYS = {"id", "url", "listen", "realtime", "ref", "ref_listen", "sample", "window", "models", "alerts",
                "rtsp_transport", "open_timeout", "read_timeout", "max_reconnects"}
 SINK_KEYS = {"parquet": {"out", "roll", "rows"}, "kafka": {"bootstrap", "topic_prefix", "spool"},
-             "otel": {"exporter"}, "jsonl": {"out"}, "webhook": {"url", "retries"}}
+             "otel": {"exporter", "prometheus"}, "jsonl": {"out"}, "webhook": {"url", "retries"}}
 
 
 @dataclass

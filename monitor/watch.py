@@ -59,7 +59,7 @@ def build_sinks(cfg: WatchConfig) -> list:
         elif name == "otel":
             from monitor.sinks.otel import OTelSink
 
-            sinks.append(OTelSink(exporter=opts.get("exporter", "console")))
+            sinks.append(OTelSink(exporter=opts.get("exporter", "console"), prometheus=opts.get("prometheus")))
         elif name == "jsonl":
             from monitor.sinks.jsonl import JsonlSink
 

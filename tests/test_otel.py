@@ -118,3 +118,23 @@ def test_alert_events_drive_the_firing_gauge_once_per_alert():
     sink.write([event("resolved"), event("resolved")])
     assert collected(reader)["vqmon.alerts.firing"][attrs(stream_id="cam1", rule="low")].value == 0
     sink.close()
+
+
+def test_prometheus_endpoint_serves_the_metrics():
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from broker import free_port
+
+    port = free_port()
+    sink = OTelSink(exporter=None, prometheus=f"127.0.0.1:{port}")
+    try:
+        sink.write([FrameScore("cam1", i, i / 25, TS, 640, 360, "fr.psnr_y", 40.0, 66.0) for i in range(3)])
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    finally:
+        sink.close()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    hist = families["vqmon_frame_score"]
+    count = next(s.value for s in hist.samples if s.name.endswith("_count") and s.labels.get("stream_id") == "cam1")
+    assert count == 3

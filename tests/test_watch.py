@@ -57,7 +57,7 @@ def test_watch_rtmp_push_with_kafka_parquet_otel(tmp_path, broker):
     proc = subprocess.Popen(
         [sys.executable, "-m", "monitor.cli", "watch", url, "--listen", "--id", "cam", "--sample", "10fps",
          "--window", "1s", "--out", str(out), "--kafka", broker.bootstrap, "--spool", str(tmp_path / "spool"),
-         "--otel", "console", "--device", "cpu"],
+         "--otel", "console", "--prometheus", f"127.0.0.1:{free_port()}", "--device", "cpu"],
         stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     status: list[str] = []
     reader = threading.Thread(target=lambda: status.extend(proc.stderr), daemon=True)

@@ -31,10 +31,15 @@ class OTelSink:
     """
 
     def __init__(self, exporter: str | None = "console", readers: tuple[MetricReader, ...] = (),
-                 export_interval_s: float = 10.0, console_out: IO = sys.stdout, service_name: str = "vqmon"):
+                 export_interval_s: float = 10.0, console_out: IO = sys.stdout, service_name: str = "vqmon",
+                 prometheus: str | None = None):
         """`exporter`: "console", "otlp" (needs opentelemetry-exporter-otlp; endpoint from the standard
-        OTEL_EXPORTER_OTLP_* variables) or None; `readers`: extra readers, e.g. an InMemoryMetricReader."""
+        OTEL_EXPORTER_OTLP_* variables) or None; `readers`: extra readers, e.g. an InMemoryMetricReader;
+        `prometheus`: "host:port" to serve the metrics as Prometheus text at http://host:port/metrics."""
         readers = list(readers)
+        self._http = None
+        if prometheus:
+            readers.append(self._serve_prometheus(prometheus))
         self._firing: set[str] = set()  # alert_ids counted as firing
         if exporter is not None:
             readers.append(PeriodicExportingMetricReader(make_exporter(exporter, console_out),
@@ -99,6 +104,18 @@ class OTelSink:
 
     def close(self) -> None:
         self.provider.shutdown()
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+
+    def _serve_prometheus(self, address: str) -> MetricReader:
+        from opentelemetry.exporter.prometheus import PrometheusMetricReader
+        from prometheus_client import start_http_server
+
+        host, _, port = address.rpartition(":")
+        reader = PrometheusMetricReader()  # a pull reader: collected at each scrape
+        self._http, _ = start_http_server(int(port), addr=host or "127.0.0.1")
+        return reader
 
 
 def make_exporter(kind: str, console_out: IO = sys.stdout):
