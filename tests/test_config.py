@@ -57,3 +57,16 @@ def test_json_config_and_missing_file(tmp_path):
     assert config.load(write(tmp_path, '{"streams": [{"url": "x.mp4"}]}', "w.json")).streams[0].id == "x"
     with pytest.raises(InputError, match="no such file"):
         config.load(str(tmp_path / "nope.yaml"))
+
+
+def test_the_shipped_example_config_is_valid():
+    import os
+
+    from monitor.alerts import parse_rules
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "deploy", "watch.example.yaml")
+    cfg = config.load(path)
+    assert [s.id for s in cfg.streams] == ["studio-a", "channel-1"]
+    assert cfg.streams[1].ref and set(cfg.sinks) == {"parquet", "kafka", "otel", "webhook"}
+    for s in cfg.streams:
+        assert len(parse_rules(s.alerts)) == 4
