@@ -81,35 +81,32 @@ def load_model(spec: str, device: str):
 def cmd_score(args) -> int:
     from monitor.pipeline import score_file
     from monitor.sampling import Sampler
+    from monitor.sources import FileSource
 
     sampler = Sampler.parse(args.sample)
     window = parse_window(args.window)
+    with FileSource(args.video) as probe:  # a bad file fails here, before any model loads; sizes the bar
+        stream_id, frames_estimate = probe.stream_id, probe.info.frames_estimate
     models = [load_model(spec, args.device) for spec in args.model]
     alerts = thumbnails = None
     if args.alerts:
         from monitor import config
         from monitor.alerts import AlertEngine, parse_rules
-        from monitor.sources import FileSource
         from monitor.thumbnails import ThumbnailStore
 
         if args.out and args.out != "-":
-            with FileSource(args.video) as probe:
-                thumbnails = ThumbnailStore(os.path.join(args.out, "thumbnails"), probe.stream_id)
+            thumbnails = ThumbnailStore(os.path.join(args.out, "thumbnails"), stream_id)
         alerts = AlertEngine(parse_rules(config.load_rules(args.alerts)), thumbnail=thumbnails)
     sinks = _sinks(args.out, args.format)
     show = _console(stderr=args.out == "-")
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeRemainingColumn(),
                   console=err, transient=True, disable=args.quiet) as progress:
-        task = progress.add_task(os.path.basename(args.video), total=None)
+        task = progress.add_task(os.path.basename(args.video), total=frames_estimate)
 
         def advance(n: int) -> None:
             progress.advance(task, n)
 
-        from monitor.sources import FileSource
-
-        with FileSource(args.video) as probe:  # validate early and size the bar
-            progress.update(task, total=probe.info.frames_estimate)
         summary = score_file(args.video, ref=args.ref, ref_offset=args.ref_offset, sampler=sampler, window=window,
                              sinks=sinks, device=args.device, batch_size=args.batch, models=models,
                              alerts=alerts, thumbnails=thumbnails, on_progress=advance)
