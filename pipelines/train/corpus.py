@@ -1,0 +1,471 @@
+"""Synthetic distortion corpus: pristine images and video frames, distorted with known type and level, labelled by VMAF.
+
+Why: no subjective IQA database can be obtained offline, so the default models learn from a
+teacher. VMAF (libvmaf `vmaf_v0.6.1` in the FFmpeg of `imageio-ffmpeg`) labels every
+compression, scaling, blur, noise, banding and corruption item; PSNR-Y and SSIM come from the
+same libvmaf pass. Contrast and brightness shifts are kept in the corpus with their type and
+level only (`teacher == "level"`): VMAF is a poor judge of them (../shared/TRAINING-NOTES.md),
+so they feed the distortion-type tasks, not the quality regression.
+
+Still images: each image is cropped to even width and height (4:2:0 codecs need it). Images of
+one size are encoded together as one all-intra video per codec and CRF, so a corpus of a few
+hundred photos costs a few encoder runs, not thousands. For VMAF every item is shown twice in a
+row, so its motion term is 0 (a photo has no motion) instead of measuring the cut to the next
+photo. Video clips are encoded as real video (P/B frames) and labelled frame by frame with the
+motion term as VMAF measures it in use; a few evenly spaced frames per encode become items.
+
+Scale: VMAF is already 0–100, higher is better. Models with a [0, 1] native range train on
+VMAF/100, LIQE's 1–5 levels on 1 + 4·VMAF/100 (see pipelines/train/recipes.py), so a shipped
+model's 0–100 score reads like VMAF.
+
+Layout of DIR: `corpus.parquet` (one row per item, schema `ITEM_SCHEMA`), `images/...` PNG
+files, `jobs/` (finished jobs, so an interrupted build resumes). Everything is deterministic
+from the seed.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import zlib
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import av
+import imageio_ffmpeg
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image
+from scipy import ndimage
+
+from monitor.errors import InputError
+
+IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+VIDEO_EXTS = {".mp4", ".mkv", ".mov", ".webm", ".ts", ".y4m"}
+
+# Codec → (FFmpeg arguments, CRF sweep). All-intra for stills; the video path drops the intra flags.
+CODECS: dict[str, tuple[list[str], list[int], list[str]]] = {
+    "h264": (["-c:v", "libx264", "-preset", "fast"], [22, 30, 38, 46], ["-g", "1"]),
+    "hevc": (["-c:v", "libx265", "-preset", "fast", "-x265-params", "log-level=error:pools=1"], [24, 32, 40, 48],
+             ["-g", "1"]),
+    "vp9": (["-c:v", "libvpx-vp9", "-b:v", "0", "-deadline", "realtime", "-cpu-used", "8"], [30, 44, 54, 63],
+            ["-g", "1"]),
+    "av1": (["-c:v", "libsvtav1", "-preset", "10"], [30, 44, 54, 63], ["-svtav1-params", "keyint=1"]),
+}
+
+# Pixel-domain distortions: name → (levels, LIQE coarse class, teacher).
+PIXEL: dict[str, tuple[list, str, str]] = {
+    "jpeg": ([40, 20, 10, 5], "jpeg compression", "vmaf"),
+    "jpeg2000": ([40, 100, 200, 400], "jpeg2000 compression", "vmaf"),
+    "downup": ([2, 3, 4], "blur", "vmaf"),
+    "gaussian_blur": ([1.0, 2.0, 3.5], "blur", "vmaf"),
+    "motion_blur": ([7, 13, 21], "blur", "vmaf"),
+    "noise": ([5.0, 12.0, 25.0], "noise", "vmaf"),
+    "banding": ([48, 24, 12], "quantization", "vmaf"),
+    "block_loss": ([0.02, 0.06, 0.15], "spatial", "vmaf"),
+    "blur_noise_jpeg": ([1, 2, 3], "other", "vmaf"),
+    "contrast": ([0.7, 0.5], "contrast", "level"),
+    "brighten": ([40, 80], "overexposure", "level"),
+    "darken": ([40, 80], "underexposure", "level"),
+}
+CODEC_COARSE = "jpeg compression"  # LIQE has no video-codec class; block-transform compression is the nearest
+PIXEL_PER_SOURCE = 10  # pixel-domain (type, level) pairs drawn per pristine image
+VAL_IMAGES_PER_SUBSET = 50  # validation images kept per folder (evenly spaced): validation cost stays bounded
+VIDEO_FRAMES = 120  # frames of a clip that are encoded
+FRAMES_PER_ENCODE = 6  # evenly spaced frames of each encode that become items
+
+ITEM_SCHEMA = pa.schema([
+    ("item", pa.string()), ("split", pa.string()), ("subset", pa.string()), ("source", pa.string()),
+    ("distortion", pa.string()), ("coarse", pa.string()), ("level", pa.int32()), ("param", pa.float64()),
+    ("path", pa.string()), ("ref_path", pa.string()), ("width", pa.int32()), ("height", pa.int32()),
+    ("teacher", pa.string()), ("vmaf", pa.float64()), ("psnr_y", pa.float64()), ("ssim_y", pa.float64()),
+])
+
+# The project's pristine data: BSDS500 train+val to train; BSDS500 test, Kodak24 and the clips to validate.
+DEFAULT_TRAIN = ("bsds500/train", "bsds500/val")
+DEFAULT_VAL = ("bsds500/test", "kodak24", "video")
+
+
+def ffmpeg() -> str:
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def stable_rng(seed: int, *keys: str) -> np.random.Generator:
+    """A generator that depends only on the seed and the keys (not on job order or process)."""
+    return np.random.default_rng([seed, *(zlib.crc32(k.encode()) for k in keys)])
+
+
+def even_crop(img: np.ndarray) -> np.ndarray:
+    h, w = img.shape[:2]
+    return img[: h - h % 2, : w - w % 2]
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except OSError as e:
+        raise InputError(f"{path}: not a readable image ({e})") from None
+
+
+def save_png(img: np.ndarray, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name("." + path.name)
+    Image.fromarray(img).save(tmp, format="PNG", compress_level=1)
+    os.replace(tmp, path)
+
+
+# --- pixel-domain distortions ------------------------------------------------------------------
+def _pil_roundtrip(img: np.ndarray, **save) -> np.ndarray:
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, **save)
+    buf.seek(0)
+    with Image.open(buf) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def _clip(x: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
+
+
+def distort(img: np.ndarray, name: str, param, rng: np.random.Generator) -> np.ndarray:
+    """Apply one pixel-domain distortion at `param` (its meaning is per type, see PIXEL)."""
+    f = img.astype(np.float32)
+    h, w = img.shape[:2]
+    if name == "jpeg":
+        return _pil_roundtrip(img, format="JPEG", quality=int(param))
+    if name == "jpeg2000":
+        return _pil_roundtrip(img, format="JPEG2000", quality_mode="rates", quality_layers=[float(param)])
+    if name == "downup":
+        small = Image.fromarray(img).resize((max(8, w // param), max(8, h // param)), Image.BICUBIC)
+        return np.asarray(small.resize((w, h), Image.BICUBIC))
+    if name == "gaussian_blur":
+        return _clip(ndimage.gaussian_filter(f, sigma=(param, param, 0)))
+    if name == "motion_blur":
+        axis = int(rng.integers(2))
+        return _clip(ndimage.uniform_filter1d(f, size=int(param), axis=axis))
+    if name == "noise":
+        return _clip(f + rng.normal(0.0, param, f.shape))
+    if name == "banding":
+        step = 256.0 / param
+        return _clip(np.floor(f / step) * step + step / 2)
+    if name == "block_loss":
+        return _block_loss(img, param, rng)
+    if name == "blur_noise_jpeg":  # a camera-like chain, three strengths
+        sigma, noise, quality = {1: (0.8, 4.0, 50), 2: (1.5, 8.0, 25), 3: (2.5, 14.0, 12)}[int(param)]
+        x = _clip(ndimage.gaussian_filter(f, sigma=(sigma, sigma, 0)))
+        x = _clip(x.astype(np.float32) + rng.normal(0.0, noise, f.shape))
+        return _pil_roundtrip(x, format="JPEG", quality=quality)
+    if name == "contrast":
+        mean = f.mean(axis=(0, 1), keepdims=True)
+        return _clip(mean + (f - mean) * param)
+    if name == "brighten":
+        return _clip(f + param)
+    if name == "darken":
+        return _clip(f - param)
+    raise ValueError(f"unknown distortion {name!r}")
+
+
+def _block_loss(img: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Packet-loss-like damage: runs of 16×16 macroblocks (raster order, like lost slices) replaced
+    by the content 8–32 px away, as a decoder's concealment would paste a wrong motion vector."""
+    out = img.copy()
+    h, w = img.shape[:2]
+    rows, cols = h // 16, w // 16
+    lost = 0
+    target = max(1, round(fraction * rows * cols))
+    while lost < target:
+        start = int(rng.integers(rows * cols))
+        run = int(rng.integers(3, 12))
+        dy, dx = (int(v) * int(rng.choice([-1, 1])) for v in rng.integers(8, 33, size=2))
+        for mb in range(start, min(start + run, rows * cols)):
+            y, x = 16 * (mb // cols), 16 * (mb % cols)
+            sy, sx = np.clip(y + dy, 0, h - 16), np.clip(x + dx, 0, w - 16)
+            out[y:y + 16, x:x + 16] = img[sy:sy + 16, sx:sx + 16]
+            lost += 1
+    return out
+
+
+def pixel_choices(seed: int, source: str) -> list[tuple[str, int, object]]:
+    """The (type, level index, param) pairs drawn for one source: PIXEL_PER_SOURCE of all pairs."""
+    pairs = [(name, i, p) for name, (levels, _, _) in PIXEL.items() for i, p in enumerate(levels)]
+    rng = stable_rng(seed, "pixel", source)
+    return [pairs[i] for i in sorted(rng.choice(len(pairs), size=min(PIXEL_PER_SOURCE, len(pairs)), replace=False))]
+
+
+# --- jobs ----------------------------------------------------------------------------------------
+@dataclass
+class Source:
+    """One pristine image (or, for clips, one video file) and where it goes."""
+
+    path: Path
+    split: str
+    subset: str
+    key: str  # unique id, used in file names and as the item group
+
+
+@dataclass
+class Job:
+    kind: str  # "pixel", "codec", "video"
+    key: str
+    args: dict = field(default_factory=dict)
+
+
+def _row(src_split: str, subset: str, source: str, distortion: str, coarse: str, level: int, param, path: str,
+         ref_path: str, shape: tuple[int, ...], teacher: str) -> dict:
+    return {"item": f"{source}/{distortion}{level}" if level else f"{source}/pristine", "split": src_split,
+            "subset": subset, "source": source, "distortion": distortion, "coarse": coarse, "level": level,
+            "param": float(param), "path": path, "ref_path": ref_path, "width": shape[1], "height": shape[0],
+            "teacher": teacher, "vmaf": None, "psnr_y": None, "ssim_y": None}
+
+
+def run_pixel_job(out: Path, seed: int, source: dict) -> list[dict]:
+    """Pristine copy + this source's drawn pixel-domain distortions."""
+    key, img = source["key"], even_crop(read_rgb(Path(source["path"])))
+    ref_rel = f"images/{key}/pristine.png"
+    save_png(img, out / ref_rel)
+    rows = [_row(source["split"], source["subset"], key, "pristine", "", 0, 0, ref_rel, ref_rel, img.shape, "vmaf")]
+    for name, i, param in pixel_choices(seed, key):
+        rel = f"images/{key}/{name}{i + 1}.png"
+        save_png(distort(img, name, param, stable_rng(seed, key, name, str(i))), out / rel)
+        _, coarse, teacher = PIXEL[name]
+        rows.append(_row(source["split"], source["subset"], key, name, coarse, i + 1, param, rel, ref_rel, img.shape, teacher))
+    return rows
+
+
+def _encode_decode(frames: list[np.ndarray], codec_args: list[str], rate: int = 25) -> list[np.ndarray]:
+    """Encode RGB frames (one size) with FFmpeg, decode them back with PyAV, in order."""
+    h, w = frames[0].shape[:2]
+    with tempfile.TemporaryDirectory() as tmp:
+        dst = Path(tmp) / "encoded.mkv"
+        cmd = [ffmpeg(), "-hide_banner", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
+               "-s", f"{w}x{h}", "-r", str(rate), "-i", "-", *codec_args, "-pix_fmt", "yuv420p", "-threads", "1", "-y", str(dst)]
+        proc = subprocess.run(cmd, input=b"".join(f.tobytes() for f in frames), capture_output=True,
+                              env={**os.environ, "SVT_LOG": "1"})
+        if proc.returncode:
+            raise RuntimeError(f"ffmpeg {' '.join(codec_args)} failed: {proc.stderr.decode(errors='replace')[-400:]}")
+        with av.open(str(dst)) as c:
+            decoded = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    if len(decoded) != len(frames):
+        raise RuntimeError(f"{' '.join(codec_args)}: decoded {len(decoded)} of {len(frames)} frames")
+    return decoded
+
+
+def run_codec_job(out: Path, codec: str, crf: int, level: int, sources: list[dict]) -> list[dict]:
+    """One all-intra encode of every image of one size at one CRF."""
+    base, _, intra = CODECS[codec]
+    imgs = [even_crop(read_rgb(Path(s["path"]))) for s in sources]
+    decoded = _encode_decode(imgs, [*base, "-crf", str(crf), *intra])
+    rows = []
+    for s, img in zip(sources, decoded):
+        rel = f"images/{s['key']}/{codec}{level}.png"
+        save_png(img, out / rel)
+        rows.append(_row(s["split"], s["subset"], s["key"], codec, CODEC_COARSE, level, crf, rel,
+                         f"images/{s['key']}/pristine.png", img.shape, "vmaf"))
+    return rows
+
+
+def run_video_job(out: Path, source: dict) -> list[dict]:
+    """Encode the clip's first VIDEO_FRAMES frames with every codec × CRF as real video; VMAF per frame
+    with motion; FRAMES_PER_ENCODE evenly spaced frames per encode become items."""
+    path, key = Path(source["path"]), source["key"]
+    try:
+        with av.open(str(path)) as c:
+            frames = []
+            for f in c.decode(video=0):
+                frames.append(even_crop(f.to_ndarray(format="rgb24")))
+                if len(frames) == VIDEO_FRAMES:
+                    break
+    except av.FFmpegError as e:
+        raise InputError(f"{path}: cannot decode ({e})") from None
+    picks = np.linspace(0, len(frames) - 1, FRAMES_PER_ENCODE).round().astype(int).tolist()
+    rows = []
+    for i in picks:
+        rel = f"images/{key}/f{i:04d}/pristine.png"
+        save_png(frames[i], out / rel)
+        rows.append(_row(source["split"], source["subset"], f"{key}/f{i:04d}", "pristine", "", 0, 0, rel, rel,
+                         frames[i].shape, "vmaf"))
+    for codec, (base, crfs, _) in CODECS.items():
+        for level, crf in enumerate(crfs[1:], start=2):  # the clips are small; the gentlest CRF adds little
+            decoded = _encode_decode(frames, [*base, "-crf", str(crf)], rate=20)
+            scores = vmaf_scores(frames, decoded, duplicate=False)
+            for i in picks:
+                rel = f"images/{key}/f{i:04d}/{codec}{level}.png"
+                save_png(decoded[i], out / rel)
+                row = _row(source["split"], source["subset"], f"{key}/f{i:04d}", codec, CODEC_COARSE, level, crf, rel,
+                           f"images/{key}/f{i:04d}/pristine.png", decoded[i].shape, "vmaf")
+                rows.append({**row, **scores[i]})
+    ident = vmaf_scores(frames, frames, duplicate=False)
+    for row in rows:
+        if row["level"] == 0:
+            row.update(ident[int(row["source"].rsplit("/f", 1)[1])])
+    return rows
+
+
+# --- teacher ---------------------------------------------------------------------------------
+def vmaf_scores(refs: list[np.ndarray], dists: list[np.ndarray], duplicate: bool = True) -> list[dict]:
+    """libvmaf (vmaf_v0.6.1) + PSNR-Y + SSIM per pair, frames of one size; `duplicate` shows each pair
+    twice so VMAF's motion term is 0 (stills)."""
+    h, w = refs[0].shape[:2]
+    reps = 2 if duplicate else 1
+    with tempfile.TemporaryDirectory() as tmp:
+        files = []
+        for name, seq in (("ref", refs), ("dist", dists)):
+            p = Path(tmp) / f"{name}.rgb"
+            with open(p, "wb") as f:
+                for img in seq:
+                    f.write(img.tobytes() * reps)
+            files.append(p)
+        log = Path(tmp) / "vmaf.json"
+        raw = ["-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", "25", "-i"]
+        cmd = [ffmpeg(), "-hide_banner", "-loglevel", "error", *raw, str(files[1]), *raw, str(files[0]),
+               "-lavfi", f"[0]format=yuv420p[d];[1]format=yuv420p[r];[d][r]libvmaf=log_fmt=json:log_path={log}"
+                         ":feature=name=psnr|name=float_ssim:n_threads=2",
+               "-f", "null", "-"]
+        proc = subprocess.run(cmd, capture_output=True)
+        if proc.returncode:
+            raise RuntimeError(f"libvmaf failed: {proc.stderr.decode(errors='replace')[-400:]}")
+        frames = json.loads(log.read_text())["frames"]
+    out = []
+    for i in range(len(refs)):
+        m = frames[i * reps + reps - 1]["metrics"]  # the repeat: motion against an identical frame = 0
+        out.append({"vmaf": float(np.clip(m["vmaf"], 0.0, 100.0)), "psnr_y": float(m["psnr_y"]),
+                    "ssim_y": float(m["float_ssim"])})
+    return out
+
+
+def label_images(out: Path, rows: list[dict], chunk: int = 400) -> None:
+    """Fill vmaf/psnr_y/ssim_y of still-image rows (in place), one libvmaf run per size and chunk."""
+    todo = [r for r in rows if r["vmaf"] is None]
+    by_size: dict[tuple[int, int], list[dict]] = {}
+    for r in todo:
+        by_size.setdefault((r["width"], r["height"]), []).append(r)
+    for group in by_size.values():
+        for start in range(0, len(group), chunk):
+            part = group[start:start + chunk]
+            scores = vmaf_scores([read_rgb(out / r["ref_path"]) for r in part], [read_rgb(out / r["path"]) for r in part])
+            for r, s in zip(part, scores):
+                r.update(s)
+                if r["teacher"] == "level":
+                    r["vmaf"] = None  # measured but not used as a label; PSNR/SSIM kept for reference
+
+
+# --- build -------------------------------------------------------------------------------------
+def find_sources(root: Path, train: tuple[str, ...], val: tuple[str, ...]) -> list[Source]:
+    sources = []
+    for split, subdirs in (("train", train), ("val", val)):
+        for sub in subdirs:
+            d = root / sub
+            if not d.is_dir():
+                raise InputError(f"{d}: pristine folder not found")
+            files = sorted(p for p in d.rglob("*") if p.suffix.lower() in IMAGE_EXTS | VIDEO_EXTS)
+            if not files:
+                raise InputError(f"{d}: no images or videos in it")
+            subset = sub.split("/")[0]
+            images = [p for p in files if p.suffix.lower() in IMAGE_EXTS]
+            if split == "val" and len(images) > VAL_IMAGES_PER_SUBSET:
+                keep = set(np.linspace(0, len(images) - 1, VAL_IMAGES_PER_SUBSET).round().astype(int).tolist())
+                files = [p for i, p in enumerate(images) if i in keep] + [p for p in files if p not in images]
+            for p in files:
+                kind = "video" if p.suffix.lower() in VIDEO_EXTS else "image"
+                prefix = f"video:{p.stem}" if kind == "video" else f"{subset}/{p.stem}"
+                sources.append(Source(p, split, subset if kind == "image" else f"video:{p.stem}", prefix))
+    return sources
+
+
+def plan(sources: list[Source], seed: int) -> list[Job]:
+    jobs: list[Job] = []
+    stills = [s for s in sources if s.path.suffix.lower() not in VIDEO_EXTS]
+    for s in sources:
+        as_dict = {"path": str(s.path), "split": s.split, "subset": s.subset, "key": s.key}
+        if s in stills:
+            jobs.append(Job("pixel", f"pixel-{s.key}", {"seed": seed, "source": as_dict}))
+        else:
+            jobs.append(Job("video", f"video-{s.key}", {"source": as_dict}))
+    by_size: dict[tuple[int, int], list[dict]] = {}
+    for s in stills:
+        with Image.open(s.path) as im:
+            w, h = im.size
+        by_size.setdefault((w - w % 2, h - h % 2), []).append({"path": str(s.path), "split": s.split, "subset": s.subset, "key": s.key})
+    for (w, h), group in sorted(by_size.items()):
+        for codec, (_, crfs, _) in CODECS.items():
+            for level, crf in enumerate(crfs, start=1):
+                jobs.append(Job("codec", f"codec-{codec}{level}-{w}x{h}-{zlib.crc32(''.join(g['key'] for g in group).encode()):08x}",
+                                {"codec": codec, "crf": crf, "level": level, "sources": group}))
+    return jobs
+
+
+def _run(out: Path, job: Job) -> list[dict]:
+    if job.kind == "pixel":
+        return run_pixel_job(out, **job.args)
+    if job.kind == "codec":
+        return run_codec_job(out, **job.args)
+    return run_video_job(out, **job.args)
+
+
+def _safe(key: str) -> str:
+    return key.replace("/", "_").replace(":", "_")
+
+
+def build(root: str | Path, out: str | Path, seed: int = 0, workers: int = 2,
+          train: tuple[str, ...] = DEFAULT_TRAIN, val: tuple[str, ...] = DEFAULT_VAL) -> Path:
+    """Build (or resume) the corpus in `out`; returns the path of corpus.parquet."""
+    from rich.progress import Progress
+
+    root, out = Path(root), Path(out)
+    table = out / "corpus.parquet"
+    jobs_dir = out / "jobs"
+    jobs_dir.mkdir(parents=True, exist_ok=True)
+    jobs = plan(find_sources(root, train, val), seed)
+    done = {p.stem for p in jobs_dir.glob("*.json")}
+    todo = [j for j in jobs if _safe(j.key) not in done]
+    with Progress(transient=False) as progress:
+        task = progress.add_task(f"corpus: {len(todo)} of {len(jobs)} jobs to run", total=len(todo))
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            futures = {pool.submit(_run, out, j): j for j in todo}
+            for fut in as_completed(futures):
+                rows = fut.result()
+                tmp = jobs_dir / f".{_safe(futures[fut].key)}.json"
+                tmp.write_text(json.dumps(rows))
+                os.replace(tmp, jobs_dir / f"{_safe(futures[fut].key)}.json")
+                progress.advance(task)
+        rows = [r for j in jobs for r in json.loads((jobs_dir / f"{_safe(j.key)}.json").read_text())]
+        task = progress.add_task("teacher: libvmaf on still images", total=None)
+        label_images(out, rows)
+        progress.update(task, total=1, completed=1)
+    tmp = table.with_name(".corpus.parquet")
+    pq.write_table(pa.Table.from_pylist(rows, schema=ITEM_SCHEMA), tmp)
+    os.replace(tmp, table)
+    return table
+
+
+def load(corpus: str | Path) -> pa.Table:
+    path = Path(corpus) / "corpus.parquet"
+    if not path.is_file():
+        raise InputError(f"{corpus}: no corpus.parquet (build one with `vqmon corpus PRISTINE_DIR --out {corpus}`)")
+    return pq.read_table(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("pristine", help="folder of pristine content (subfolders as in --train/--val)")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
+    ap.add_argument("--train", nargs="+", default=list(DEFAULT_TRAIN), help="subfolders used for training")
+    ap.add_argument("--val", nargs="+", default=list(DEFAULT_VAL), help="subfolders held out for validation")
+    args = ap.parse_args(argv)
+    path = build(args.pristine, args.out, args.seed, args.workers, tuple(args.train), tuple(args.val))
+    t = pq.read_table(path)
+    print(f"{path}: {t.num_rows} items, {len(set(t['source'].to_pylist()))} sources")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

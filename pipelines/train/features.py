@@ -1,0 +1,146 @@
+"""Frozen-trunk feature cache: the lite models train their heads on Lite0 features computed once.
+
+Why: the lite recipes keep the ImageNet Lite0 trunk frozen, so its output for a given crop never
+changes. Computing it once per crop, instead of once per crop per epoch, makes CPU training of
+the heads practical (the trunk is most of the cost for LIQE, GSN and MFENet). During training
+`replay` puts a `TrunkReplay` in the trunk's place; it returns the cached taps of the batch.
+Validation and the shipped model use the real trunk.
+
+Crops: `crops_per_source` 224 positions per pristine source, drawn from the seed; every item of a
+source is cut at the same positions, so one reference crop (and its taps) serves all of them.
+Arrays (fp16 features, uint8 pixels) are memory-mapped `.npy` files under `CORPUS/cache/`.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from models.backbones.lite0 import IMAGENET_MEAN, IMAGENET_STD, lite0_features
+from pipelines.train.corpus import stable_rng
+
+CROP = 224
+TAPS = (1, 2, 3, 4)  # Lite0 taps at strides 4/8/16/32 (GSN, MFENet, LIQE)
+
+
+def _read(path: Path) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.array(im.convert("RGB"))
+
+
+def positions(source: str, h: int, w: int, count: int, seed: int) -> list[tuple[int, int]]:
+    rng = stable_rng(seed, "crop", source)
+    return [(int(rng.integers(h - CROP + 1)), int(rng.integers(w - CROP + 1))) for _ in range(count)]
+
+
+class FeatureCache:
+    """Memory-mapped crops and trunk taps of the training items (see the module docstring)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.meta = json.loads((root / "meta.json").read_text())
+        self.arrays = {p.stem: np.load(p, mmap_mode="r") for p in root.glob("*.npy")}
+
+    def __len__(self) -> int:
+        return len(self.meta["vmaf"])
+
+    def batch(self, idx: np.ndarray, names: tuple[str, ...]) -> dict[str, torch.Tensor]:
+        idx = np.sort(idx)  # sorted reads are kinder to the page cache
+        ref_idx = np.asarray(self.meta["ref_index"])[idx]
+        out = {"vmaf": torch.tensor(np.asarray(self.meta["vmaf"])[idx], dtype=torch.float32),
+               "coarse": torch.tensor(np.asarray(self.meta["coarse"])[idx])}
+        for name in names:  # "pixels", "tap1".."tap4", "tap4_os16", and "ref_" + those of the reference crops
+            a = torch.from_numpy(np.ascontiguousarray(self.arrays[name][ref_idx if name.startswith("ref_") else idx]))
+            out[name] = a.permute(0, 3, 1, 2).float() / 255 if a.dtype == torch.uint8 else a.float()
+        return out
+
+
+@torch.no_grad()
+def build(corpus_root: Path, rows: list[dict], seed: int = 0, crops_per_source: int = 2, batch: int = 32,
+          progress=None) -> FeatureCache:
+    """Compute (or reuse) the cache for `rows` (training items) in corpus_root/cache."""
+    out = corpus_root / "cache"
+    if (out / "meta.json").is_file():
+        return FeatureCache(out)
+    out.mkdir(exist_ok=True)
+    from pipelines.train.train import DISTORTION_INDEX  # the label tables live with the losses
+
+    sources = sorted({r["source"] for r in rows})
+    first = {r["source"]: r for r in reversed(rows)}
+    crops = []  # (row, top, left, ref slot)
+    ref_slots: list[tuple[str, int, int]] = []
+    for s in sources:
+        h, w = first[s]["height"], first[s]["width"]
+        for top, left in positions(s, h, w, crops_per_source, seed):
+            ref_slots.append((s, top, left))
+    slot_of = {key: i for i, key in enumerate(ref_slots)}
+    for r in rows:
+        for top, left in positions(r["source"], r["height"], r["width"], crops_per_source, seed):
+            crops.append((r, top, left, slot_of[(r["source"], top, left)]))
+
+    trunk = lite0_features(out_indices=TAPS).eval()
+    trunk16 = lite0_features(out_indices=(4,), output_stride=16).eval()  # NEMG's high-level tap
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+
+    def write(name: str, items: list, reader) -> None:
+        arrays = None
+        for start in range(0, len(items), batch):
+            pixels = np.stack([reader(it) for it in items[start:start + batch]])
+            x = (torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255 - mean) / std
+            feats = {f"{name}pixels": pixels}
+            feats.update({f"{name}tap{t}": f.half().numpy() for t, f in zip(TAPS, trunk(x))})
+            if name == "":
+                feats["tap4_os16"] = trunk16(x)[0].half().numpy()
+            if arrays is None:
+                arrays = {k: np.lib.format.open_memmap(out / f".{k}.npy", "w+", v.dtype, (len(items), *v.shape[1:]))
+                          for k, v in feats.items()}
+            for k, v in feats.items():
+                arrays[k][start:start + len(v)] = v
+            if progress:
+                progress(len(v))
+        for k, a in arrays.items():
+            a.flush()
+            os.replace(out / f".{k}.npy", out / f"{k}.npy")
+
+    cut = lambda img, top, left: img[top:top + CROP, left:left + CROP]  # noqa: E731
+    write("ref_", ref_slots, lambda s: cut(_read(corpus_root / first[s[0]]["ref_path"]), s[1], s[2]))
+    write("", crops, lambda c: cut(_read(corpus_root / c[0]["path"]), c[1], c[2]))
+    meta = {"seed": seed, "crops_per_source": crops_per_source, "ref_index": [c[3] for c in crops],
+            "vmaf": [c[0]["vmaf"] for c in crops], "coarse": [DISTORTION_INDEX.get(c[0]["coarse"], -1) for c in crops],
+            "items": [c[0]["item"] for c in crops]}
+    (out / ".meta.json").write_text(json.dumps(meta))
+    os.replace(out / ".meta.json", out / "meta.json")
+    return FeatureCache(out)
+
+
+class TrunkReplay(nn.Module):
+    """Stands in for a frozen trunk during training: returns the taps set for the current batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.taps: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.taps
+
+
+@contextlib.contextmanager
+def replay(model: nn.Module, attrs: tuple[str, ...], taps: list[torch.Tensor]):
+    """Swap the model's trunk attribute(s) for a replay of `taps`; the real trunk comes back afterwards."""
+    saved = {a: getattr(model, a) for a in attrs}
+    stand_in = TrunkReplay()
+    stand_in.taps = taps
+    try:
+        for a in attrs:
+            setattr(model, a, stand_in)
+        yield
+    finally:
+        for a, m in saved.items():
+            setattr(model, a, m)

