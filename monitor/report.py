@@ -291,11 +291,11 @@ def _chart(s: Stream, metric: str) -> str:
     if win:
         g.append(f"<polyline class=mean points='{_pts(zip(map(sx, wt), map(sy, mean)))}' "
                  f"fill=none stroke='{MEAN_COLOR}' stroke-width=2 />")
-    for at, name in s.events:
-        x = sx(min(max(at, s.t0), s.t1))
+    for k, (at, name) in enumerate(s.events):
+        x, label_y = sx(min(max(at, s.t0), s.t1)), H - PAD_B - 3 - 12 * (k % 2)  # alternate: down/up close together
         g.append(f"<g class=event data-event='{_e(name)}'><title>{_e(name)} at {_clock(at)}</title>"
                  f"<line x1={x:.1f} x2={x:.1f} y1={PAD_T} y2={H - PAD_B} stroke='#444' stroke-dasharray='3 2' />"
-                 f"<text x={x + 2:.1f} y={H - PAD_B - 3} font-size=10>{_e(name)}</text></g>")
+                 f"<text x={x + 2:.1f} y={label_y} font-size=10>{_e(name)}</text></g>")
     return (f"<svg class=chart data-metric='{_e(metric)}' data-t0='{s.t0:.3f}' data-t1='{s.t1:.3f}' "
             f"viewBox='0 0 {W} {H}' xmlns='http://www.w3.org/2000/svg'>{''.join(g)}</svg>")
 

@@ -43,6 +43,8 @@ def test_report_draws_every_plot(scored, tmp_path):
     assert dom.count('class="frames"') == len(charts) and dom.count('class="mean"') == len(charts)
     assert dom.count('class="hist"') == 5  # the metrics with a 0–100 score: psnr, ssim, black, blockiness, freeze
     assert 'data:image/jpeg;base64,' in dom and dom.count('class="worst"') >= 2
+    psnr_row = re.search(r"<tr><td>fr.psnr_y</td>(.*?)</tr>", dom)[1]  # the drop's share of frames below 40
+    assert f"{100 * (DROP[1] - DROP[0]) / N:.1f} %" in psnr_row and "psnr-drop: &lt; 40" in dom
 
     size = (1200, 2400)
     png = browser.screenshot(f"file://{page}", str(tmp_path / "report.png"), size)
@@ -107,9 +109,12 @@ def test_report_shows_several_streams_side_by_side(scored, tmp_path):
     assert "data-metric='fr.psnr_y'" not in sections[0][1] and "data-metric='fr.psnr_y'" in sections[1][1]
 
 
-def test_report_of_a_folder_without_records_is_a_one_line_error(tmp_path):
-    p = subprocess.run([sys.executable, "-m", "monitor.cli", "report", str(tmp_path)], capture_output=True, text=True)
-    assert p.returncode == 2 and "no frame records" in p.stderr and str(tmp_path) in p.stderr
-    p = subprocess.run([sys.executable, "-m", "monitor.cli", "report", str(tmp_path / "nope")],
-                       capture_output=True, text=True)
-    assert p.returncode == 2 and "no such results folder" in p.stderr
+def test_report_of_a_folder_without_records_is_a_one_line_error(tmp_path, capsys):
+    from monitor.cli import main
+
+    assert main(["report", str(tmp_path)]) == 2
+    assert "no frame records" in capsys.readouterr().err
+    assert main(["report", str(tmp_path / "nope")]) == 2
+    assert "no such results folder" in capsys.readouterr().err
+    assert main(["score", "x.mp4", "--report"]) == 2
+    assert "--report needs --out DIR" in capsys.readouterr().err
