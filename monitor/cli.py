@@ -244,10 +244,14 @@ def cmd_watch(args) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    watcher.start()
-    http = cfg.http and StatusServer(watcher, cfg.http)
+    try:
+        http = cfg.http and StatusServer(watcher, cfg.http)  # a taken port fails here, before any stream starts
+    except InputError:
+        watcher.close()
+        raise
     if http:
         err.print(f"status page: {http.url}", highlight=False, markup=False)
+    watcher.start()
     started = time.monotonic()
     try:
         while watcher.running() and not stop.is_set():
