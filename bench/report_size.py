@@ -6,7 +6,8 @@ ParquetSink; a down/up stream-event pair marks an outage. The quality has a slow
 a 5-minute drop at 20:00 and a 20 s black stretch at 40:00.
 
 Prints: records, report size, report generation time (Parquet → HTML) and Chromium's headless
-render time (load + layout + paint to a 1200×2400 screenshot). Usage:
+render time (load + layout + paint to a 1200×2400 screenshot), next to the same for a blank page
+(Chromium's own start-up). Usage:
     python bench/report_size.py [--minutes 60] [--fps 1]
 """
 from __future__ import annotations
@@ -76,6 +77,18 @@ def synthesize(out: str, minutes: float, fps: float) -> int:
     return records + len(tail) + len(events)
 
 
+def screenshot_s(url: str, folder: str) -> float:
+    """Seconds for headless Chromium to load `url` and write a 1200×2400 screenshot (NaN without chromium)."""
+    exe = shutil.which("chromium")
+    if exe is None:
+        return float("nan")
+    t0 = time.perf_counter()
+    subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                    "--hide-scrollbars", "--window-size=1200,2400", f"--screenshot={folder}/shot.png", url],
+                   check=True, capture_output=True, timeout=120)
+    return time.perf_counter() - t0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--minutes", type=float, default=60)
@@ -88,19 +101,12 @@ def main() -> None:
         write_report(d, page, parse_rules(RULES))
         gen = time.perf_counter() - t0
         size = os.path.getsize(page)
-        exe = shutil.which("chromium")
-        render = float("nan")
-        if exe:
-            t0 = time.perf_counter()
-            subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                            "--hide-scrollbars", "--window-size=1200,2400", f"--screenshot={d}/shot.png",
-                            f"file://{page}"], check=True, capture_output=True, timeout=120)
-            render = time.perf_counter() - t0
+        render, blank = screenshot_s(f"file://{page}", d), screenshot_s("about:blank", d)
     table = Table(title=f"vqmon report, one stream, {args.minutes:g} min at {args.fps:g} fps", show_edge=False)
-    for col in ("frames", "records", "report size", "generate (s)", "chromium render (s)"):
+    for col in ("frames", "records", "report size", "generate (s)", "chromium (s)", "blank page (s)"):
         table.add_column(col, justify="right")
     table.add_row(f"{int(args.minutes * 60 * args.fps)}", f"{records}", f"{size / 1024:.0f} KiB", f"{gen:.2f}",
-                  "n/a (no chromium)" if render != render else f"{render:.2f}")
+                  f"{render:.2f}", f"{blank:.2f}")
     Console().print(table)
 
 
