@@ -83,6 +83,8 @@ def cmd_score(args) -> int:
     from monitor.sampling import Sampler
     from monitor.sources import FileSource
 
+    if args.report and (not args.out or args.out == "-" or args.format != "parquet"):
+        raise InputError("--report needs --out DIR with Parquet output (the report is written next to it)")
     sampler = Sampler.parse(args.sample)
     window = parse_window(args.window)
     with FileSource(args.video) as probe:  # a bad file fails here, before any model loads; sizes the bar
@@ -111,6 +113,26 @@ def cmd_score(args) -> int:
                              sinks=sinks, device=args.device, batch_size=args.batch, models=models,
                              alerts=alerts, thumbnails=thumbnails, on_progress=advance)
     print_summary(summary, show, args.out)
+    if args.report:
+        from monitor.report import write_report, write_worst_thumbnails
+
+        write_worst_thumbnails(args.out, args.video, stream_id)
+        show.print(f"report: {write_report(args.out, os.path.join(args.out, 'report.html'), alerts and alerts.rules)}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from monitor.report import write_report
+
+    rules = None
+    if args.alerts:
+        from monitor import config
+        from monitor.alerts import parse_rules
+
+        rules = parse_rules(config.load_rules(args.alerts))
+    if not os.path.isdir(args.results):
+        raise InputError(f"{args.results}: no such results folder")
+    print(write_report(args.results, args.out, rules))
     return 0
 
 
@@ -182,7 +204,9 @@ def watch_config(args):
     if args.config:
         if args.url:
             raise InputError("watch: give a URL or --config FILE, not both")
-        return config.load(args.config)
+        cfg = config.load(args.config)
+        cfg.http = args.http or cfg.http
+        return cfg
     if not args.url:
         raise InputError("watch: give a stream URL or --config FILE")
     stream = {"url": args.url, "listen": args.listen, "realtime": args.realtime, "sample": args.sample,
@@ -204,13 +228,15 @@ def watch_config(args):
         sinks["otel"] = {"exporter": args.otel, "prometheus": args.prometheus}
     if args.jsonl:
         sinks["jsonl"] = {"out": args.jsonl}
-    return config.parse({"streams": [stream], "sinks": sinks, "device": args.device}, source="command line")
+    return config.parse({"streams": [stream], "sinks": sinks, "device": args.device, "http": args.http},
+                        source="command line")
 
 
 def cmd_watch(args) -> int:
     import signal
     import threading
 
+    from monitor.statuspage import StatusServer
     from monitor.watch import Watcher
 
     cfg = watch_config(args)
@@ -218,6 +244,13 @@ def cmd_watch(args) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    try:
+        http = cfg.http and StatusServer(watcher, cfg.http)  # a taken port fails here, before any stream starts
+    except InputError:
+        watcher.close()
+        raise
+    if http:
+        err.print(f"status page: {http.url}", highlight=False, markup=False)
     watcher.start()
     started = time.monotonic()
     try:
@@ -231,6 +264,8 @@ def cmd_watch(args) -> int:
         watcher.stop()
         watcher.join(timeout=30)
         watcher.close()
+        if http:
+            http.close()
     err.print(f"vqmon watch: stopped; {watcher.status_line()}", highlight=False, markup=False)
     return 0
 
@@ -263,8 +298,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also score with a quality model (repeatable): e.g. liqe, gsn/lite:ckpt.safetensors, "
                         "nemg:untrained; see `vqmon models`")
     s.add_argument("--alerts", metavar="FILE", help="YAML/JSON list of alert rules; events go with the records")
+    s.add_argument("--report", action="store_true", help="also write OUT/report.html (see `vqmon report`)")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_score)
+
+    r = sub.add_parser("report", help="one self-contained HTML report over the Parquet output of score or watch")
+    r.add_argument("results", help="the --out folder of vqmon score or watch")
+    r.add_argument("--out", default="report.html", help="HTML file to write (default report.html)")
+    r.add_argument("--alerts", metavar="FILE", help="alert rules, for the time-below-threshold columns")
+    r.set_defaults(func=cmd_report)
 
     w = sub.add_parser("watch", help="monitor live streams (or files in real time): score, window, alert, publish")
     w.add_argument("url", nargs="?", help="rtmp://, rtsp://, srt://, udp://, http(s)://….m3u8 or a file")
@@ -284,6 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--otel", choices=("console", "otlp"), help="OpenTelemetry metrics exporter")
     w.add_argument("--prometheus", metavar="HOST:PORT", help="serve the metrics at http://HOST:PORT/metrics")
     w.add_argument("--jsonl", metavar="FILE_OR_DASH", help="also write JSON lines (folder, or - for stdout)")
+    w.add_argument("--http", metavar="[HOST:]PORT", help="serve a status page, /status.json, /metrics and /healthz "
+                                                     "(host 127.0.0.1 unless given)")
     w.add_argument("--device", default="auto")
     w.add_argument("--max-reconnects", type=int, help="give up after N failed reconnects (default: never)")
     w.add_argument("--duration", type=float, help="stop after this many seconds (demos, tests)")

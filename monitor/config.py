@@ -19,6 +19,7 @@ config fails at start-up and never hours later inside a stream thread.
       otel: {exporter: console, prometheus: "127.0.0.1:9464"}   # exporter: console, otlp or null
       jsonl: {out: "-"}
       webhook: {url: "https://alerts.example/hook", retries: 3}   # POSTs firing/resolved alert events
+    http: "127.0.0.1:8080"      # status page, /status.json, /metrics, /healthz (monitor/statuspage.py)
 """
 from __future__ import annotations
 
@@ -57,6 +58,7 @@ class WatchConfig:
     streams: list[StreamConfig]
     sinks: dict[str, dict] = field(default_factory=dict)
     device: str = "auto"
+    http: str | None = None  # [host:]port of the status page
 
 
 def load(path: str) -> WatchConfig:
@@ -92,7 +94,7 @@ def load_rules(path: str) -> list[dict]:
 def parse(data, source: str = "config") -> WatchConfig:
     if not isinstance(data, dict):
         raise InputError(f"{source}: expected a mapping with 'streams' (and optional 'sinks', 'defaults', 'device')")
-    unknown = set(data) - {"streams", "sinks", "defaults", "device"}
+    unknown = set(data) - {"streams", "sinks", "defaults", "device", "http"}
     if unknown:
         raise InputError(f"{source}: unknown top-level key(s) {', '.join(sorted(unknown))}")
     defaults = data.get("defaults") or {}
@@ -122,7 +124,11 @@ def parse(data, source: str = "config") -> WatchConfig:
     for name, key in (("kafka", "bootstrap"), ("webhook", "url")):
         if name in sinks and not (sinks[name] or {}).get(key):
             raise InputError(f"{source}: sinks.{name}: '{key}' is required")
-    return WatchConfig(streams, {k: dict(v or {}) for k, v in sinks.items()}, str(data.get("device", "auto")))
+    http = data.get("http")
+    if http is not None and not isinstance(http, (str, int)):
+        raise InputError(f"{source}: 'http' must be [host:]port, got {http!r}")
+    return WatchConfig(streams, {k: dict(v or {}) for k, v in sinks.items()}, str(data.get("device", "auto")),
+                       None if http is None else str(http))
 
 
 def _check_keys(d: dict, allowed: set[str], where: str) -> None:

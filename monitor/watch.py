@@ -9,12 +9,16 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 from monitor.config import StreamConfig, WatchConfig
 from monitor.errors import InputError
 from monitor.records import AlertEvent, FrameScore, StreamEvent, WindowStat
 from monitor.sampling import Sampler
+
+
+HISTORY = 60  # window means kept per metric for the status page's sparklines
 
 
 @dataclass
@@ -25,6 +29,7 @@ class StreamStatus:
     frames: int = 0
     started: float = field(default_factory=time.monotonic)
     last_window: dict[str, float] = field(default_factory=dict)  # metric → latest window mean (score scale)
+    history: dict[str, deque] = field(default_factory=dict)  # metric → recent window means, for sparklines
     firing: set[str] = field(default_factory=set)
     restarts: int = 0
 
@@ -36,6 +41,7 @@ class StreamStatus:
             self.frames += 1
         elif isinstance(r, WindowStat) and r.scale == "score":
             self.last_window[r.metric] = r.mean
+            self.history.setdefault(r.metric, deque(maxlen=HISTORY)).append(r.mean)
         elif isinstance(r, StreamEvent) and r.event in ("up", "down"):
             self.state = r.event
         elif isinstance(r, AlertEvent):

@@ -68,5 +68,6 @@ def test_the_shipped_example_config_is_valid():
     cfg = config.load(path)
     assert [s.id for s in cfg.streams] == ["studio-a", "channel-1"]
     assert cfg.streams[1].ref and set(cfg.sinks) == {"parquet", "kafka", "otel", "webhook"}
+    assert cfg.http == "127.0.0.1:8080"
     for s in cfg.streams:
         assert len(parse_rules(s.alerts)) == 4

@@ -1,0 +1,158 @@
+"""Live status page of `vqmon watch --http [HOST:]PORT`: stdlib ThreadingHTTPServer in a daemon thread.
+
+    /             HTML, rendered on each request, reloads itself every 2 s (meta refresh: no script needed)
+    /status.json  the same data for programs
+    /metrics      Prometheus text (prometheus_client renders it from the streams' status)
+    /healthz      "ok" while at least one stream thread runs, else 503
+
+It reads the Watcher's StreamStatus objects (updated from the records each pipeline writes), so
+it costs nothing between requests. Bound to 127.0.0.1 unless a host is given; URLs are shown
+through `redact()`, so credentials never reach the page.
+"""
+from __future__ import annotations
+
+import html
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from monitor.errors import InputError
+from monitor.sources import redact
+
+REFRESH_S = 2
+SPARK_W, SPARK_H = 120, 24
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """'8080' or ':8080' → ('127.0.0.1', 8080); 'HOST:PORT' as given."""
+    host, _, port = str(text).rpartition(":")
+    if not port.isdigit() or not 0 <= int(port) < 65536:
+        raise InputError(f"--http {text}: expected [host:]port, e.g. 127.0.0.1:8080")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def snapshot(watcher) -> dict:
+    """Every stream's state as plain data (copies, taken while the pipelines keep writing)."""
+    urls = {sc.id: redact(sc.url) for sc in watcher.cfg.streams}
+    streams = {}
+    for sid, st in list(watcher.status.items()):
+        history = dict(st.history)
+        streams[sid] = {
+            "url": urls.get(sid, ""), "state": st.state, "frames": st.frames, "fps": round(st.fps(), 2),
+            "restarts": st.restarts, "firing": sorted(set(st.firing)),
+            "windows": {m: {"mean": v, "recent": list(history.get(m, ()))} for m, v in sorted(dict(st.last_window).items())},
+        }
+    return {"running": watcher.running(), "streams": streams}
+
+
+class _Collector:
+    """prometheus_client custom collector: gauges and counters read from the snapshot at scrape time."""
+
+    def __init__(self, watcher):
+        self.watcher = watcher
+
+    def collect(self):
+        snap = snapshot(self.watcher)["streams"]
+        up = GaugeMetricFamily("vqmon_stream_up", "1 while the stream delivers frames", labels=["stream_id"])
+        frames = CounterMetricFamily("vqmon_stream_frames", "frames scored", labels=["stream_id"])
+        fps = GaugeMetricFamily("vqmon_stream_fps", "frames scored per second since start", labels=["stream_id"])
+        score = GaugeMetricFamily("vqmon_window_score_mean", "latest window mean (0-100 score)",
+                                  labels=["stream_id", "metric"])
+        firing = GaugeMetricFamily("vqmon_alert_firing", "1 while the alert rule fires", labels=["stream_id", "rule"])
+        for sid, s in snap.items():
+            up.add_metric([sid], 1.0 if s["state"] == "up" else 0.0)
+            frames.add_metric([sid], s["frames"])
+            fps.add_metric([sid], s["fps"])
+            for m, w in s["windows"].items():
+                score.add_metric([sid, m], w["mean"])
+            for rule in s["firing"]:
+                firing.add_metric([sid, rule], 1.0)
+        yield from (up, frames, fps, score, firing)
+
+
+class StatusServer:
+    def __init__(self, watcher, address: str):
+        host, port = parse_address(address)
+        self.watcher = watcher
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_Collector(watcher))
+        page = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                page.handle(self)
+
+            def log_message(self, *args):  # no per-request lines on stderr next to the status line
+                pass
+
+        try:
+            self.httpd = ThreadingHTTPServer((host, port), Handler)
+        except OSError as e:
+            raise InputError(f"--http {address}: cannot listen: {e.strerror or e}") from None
+        self.httpd.daemon_threads = True
+        self.url = f"http://{host}:{self.httpd.server_address[1]}/"
+        self._thread = threading.Thread(target=self.httpd.serve_forever, name="status-page", daemon=True)
+        self._thread.start()
+
+    def handle(self, req: BaseHTTPRequestHandler) -> None:
+        path = req.path.split("?")[0]
+        if path == "/":
+            status, ctype, body = 200, "text/html; charset=utf-8", render_html(snapshot(self.watcher)).encode()
+        elif path == "/status.json":
+            status, ctype, body = 200, "application/json", json.dumps(snapshot(self.watcher)).encode()
+        elif path == "/metrics":
+            status, ctype, body = 200, "text/plain; version=0.0.4; charset=utf-8", generate_latest(self.registry)
+        elif path == "/healthz":
+            ok = self.watcher.running()
+            status, ctype, body = (200 if ok else 503), "text/plain", (b"ok\n" if ok else b"no stream running\n")
+        else:
+            status, ctype, body = 404, "text/plain", b"not found\n"
+        req.send_response(status)
+        req.send_header("Content-Type", ctype)
+        req.send_header("Content-Length", str(len(body)))
+        req.send_header("Cache-Control", "no-store")
+        req.end_headers()
+        req.wfile.write(body)
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def render_html(snap: dict) -> str:
+    rows = []
+    for sid, s in snap["streams"].items():
+        scores = "".join(f"<div class=metric data-metric='{_e(m)}'><b>{_e(m)}</b> {w['mean']:.1f} {_spark(w['recent'])}</div>"
+                         for m, w in s["windows"].items()) or "—"
+        alerts = "".join(f"<span class=firing>{_e(r)}</span> " for r in s["firing"]) or "—"
+        rows.append(f"<tr class=stream data-stream='{_e(sid)}'><td>{_e(sid)}<div class=url>{_e(s['url'])}</div></td>"
+                    f"<td class='state {_e(s['state'])}'>{_e(s['state'])}</td><td>{s['frames']}</td>"
+                    f"<td>{s['fps']:.1f}</td><td>{scores}</td><td>{alerts}</td></tr>")
+    return (f"<!doctype html><html><head><meta charset=utf-8><meta http-equiv=refresh content={REFRESH_S}>"
+            "<link rel=icon href='data:,'><title>vqmon status</title><style>"
+            "body{font:13px system-ui,sans-serif;margin:16px}table{border-collapse:collapse}"
+            "td,th{padding:4px 10px;border-bottom:1px solid #ddd;text-align:left;vertical-align:top}"
+            ".url{color:#777;font-size:11px}.up{color:#1a7f37}.down,.stopped{color:#c62828}"
+            ".firing{background:#c62828;color:#fff;padding:1px 5px;border-radius:3px}"
+            ".metric svg{vertical-align:middle}</style></head><body><h1>vqmon status</h1>"
+            "<table><tr><th>stream</th><th>state</th><th>frames</th><th>fps</th><th>latest windows</th>"
+            f"<th>alerts firing</th></tr>{''.join(rows)}</table>"
+            "<p>also: <a href='/status.json'>status.json</a> · <a href='/metrics'>metrics</a> · "
+            "<a href='/healthz'>healthz</a></p></body></html>")
+
+
+def _spark(values: list[float]) -> str:
+    """A tiny inline SVG line of recent window means on the 0–100 scale."""
+    if len(values) < 2:
+        return ""
+    step = SPARK_W / (len(values) - 1)
+    pts = " ".join(f"{i * step:.1f},{SPARK_H - max(0.0, min(100.0, v)) / 100 * SPARK_H:.1f}" for i, v in enumerate(values))
+    return (f"<svg class=spark width={SPARK_W} height={SPARK_H} viewBox='0 0 {SPARK_W} {SPARK_H}'>"
+            f"<polyline points='{pts}' fill=none stroke='#1f77b4' stroke-width=1.5 /></svg>")
+
+
+def _e(text) -> str:
+    return html.escape(str(text), quote=True)
