@@ -279,6 +279,43 @@ def cmd_sample(args) -> int:
     return 0
 
 
+def cmd_corpus(args) -> int:
+    from pipelines.train import corpus
+
+    path = corpus.build(args.pristine, args.out, seed=args.seed, workers=args.workers,
+                        train=tuple(args.train), val=tuple(args.val))
+    rows = corpus.load(args.out).to_pylist()
+    for split in ("train", "val"):
+        part = [r for r in rows if r["split"] == split]
+        print(f"{split}: {len(part)} items from {len({r['source'] for r in part})} sources "
+              f"({sum(r['teacher'] == 'vmaf' for r in part)} VMAF-labelled)")
+    print(f"corpus: {path}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from pipelines.train.train import RECIPES, train
+
+    name, _, variant = args.model.partition("/")
+    variant = variant or "lite"
+    if (name, variant) not in RECIPES:
+        raise InputError(f"{args.model}: no training recipe; known: {', '.join(f'{n}/{v}' for n, v in RECIPES)}")
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  TextColumn("{task.fields[status]}"), console=err) as progress:
+        task = progress.add_task(f"train {name}/{variant}", total=None, status="")
+
+        def show(record: dict) -> None:
+            status = f"loss {record['loss']:.4f}" + (f"  val SRCC {record['val_srcc']:.3f}" if "val_srcc" in record else "")
+            progress.update(task, completed=record["step"], total=record["steps"], status=status)
+
+        info = train(name, args.data, args.out, variant=variant, steps=args.steps, batch=args.batch, lr=args.lr,
+                     seed=args.seed, device=args.device, checkpoint_every=args.checkpoint_every,
+                     val_items=args.val_items, minutes=args.minutes, progress=show)
+    print(f"{args.out}/{name}-{variant}.safetensors  sha256 {info['sha256']}  steps {info['steps']}  "
+          f"val SRCC {info['val_srcc']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vqmon", description="Video quality monitor")
     sub = p.add_subparsers(dest="command", required=True)
@@ -343,6 +380,29 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--height", type=int, default=360)
     m.add_argument("--seconds", type=int, default=8)
     m.set_defaults(func=cmd_sample)
+
+    c = sub.add_parser("corpus", help="build a synthetic distortion corpus with VMAF labels from pristine content")
+    c.add_argument("pristine", help="folder of pristine images/videos, in subfolders named by --train/--val")
+    c.add_argument("--out", required=True)
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
+    c.add_argument("--train", nargs="+", default=["bsds500/train", "bsds500/val"], metavar="SUBFOLDER")
+    c.add_argument("--val", nargs="+", default=["bsds500/test", "kodak24", "video"], metavar="SUBFOLDER")
+    c.set_defaults(func=cmd_corpus)
+
+    t = sub.add_parser("train", help="train a quality model on a corpus (resumes from OUT/checkpoint.pt)")
+    t.add_argument("model", help="nemg, mfenet, liqe or gsn, optionally /lite (default) or /paper (wants a GPU)")
+    t.add_argument("--data", required=True, help="corpus folder (vqmon corpus)")
+    t.add_argument("--out", required=True)
+    t.add_argument("--steps", type=int, help="optimizer steps (default: the recipe's)")
+    t.add_argument("--minutes", type=float, help="wall-clock budget: fit the step count to it")
+    t.add_argument("--batch", type=int)
+    t.add_argument("--lr", type=float)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device", default="cpu")
+    t.add_argument("--checkpoint-every", type=int, default=100)
+    t.add_argument("--val-items", type=int, default=120, help="validation items scored for the SRCC shown")
+    t.set_defaults(func=cmd_train)
     return p
 
 

@@ -245,6 +245,7 @@ def train(name: str, data: str | Path, out: str | Path, variant: str = "lite", s
     cosine schedule is laid over that count, so a budgeted run still anneals to the end.
     """
     recipe = RECIPES[(name, variant)]
+    requested_steps = steps
     steps, batch, lr = steps or recipe.steps, batch or recipe.batch, lr or recipe.lr
     val_every = val_every or max(steps // 2, 1)
     root, out = Path(data), Path(out)
@@ -271,7 +272,7 @@ def train(name: str, data: str | Path, out: str | Path, variant: str = "lite", s
         state = torch.load(ckpt, map_location=device, weights_only=True)
         model.load_state_dict(state["model"], strict=False)
         optimizer.load_state_dict(state["optimizer"])
-        start, steps = state["step"], state.get("steps", steps)
+        start, steps = state["step"], requested_steps or state["steps"]  # a resumed run may be given more steps
         minutes = None  # the budget was spent deciding `steps` in the first run
         history = json.loads((out / "history.json").read_text()) if (out / "history.json").is_file() else []
     cached = variant == "lite"  # frozen trunk: heads train on cached taps
@@ -301,7 +302,7 @@ def train(name: str, data: str | Path, out: str | Path, variant: str = "lite", s
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        record = {"step": step + 1, "loss": round(loss.item(), 5)}
+        record = {"step": step + 1, "steps": steps, "loss": round(loss.item(), 5)}
         if val_rows and ((step + 1) % val_every == 0 or step + 1 == steps):
             pred = predict_rows(model, root, val_rows)
             record["val_srcc"] = round(srcc(pred, [r["vmaf"] for r in val_rows]), 4)

