@@ -240,7 +240,7 @@ def _ray_init(address: str | None) -> None:
     """Connect to the cluster at `address` ('auto', ray://…), the one `ray job submit` names, or start Ray locally."""
     import ray
 
-    ray.init(address=address, logging_level="WARNING", log_to_driver=False)
+    ray.init(address=address, logging_level="WARNING", log_to_driver=False, ignore_reinit_error=True)
 
 
 def cmd_live(args) -> int:

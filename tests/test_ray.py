@@ -81,7 +81,7 @@ def test_three_live_monitors_and_a_restart_after_a_crash(tmp_path):
     assert {e["stream_id"] for e in events if e["event"] == "up"} == {"a", "b", "c"}
 
 
-def test_supervisor_reload_adds_and_removes_streams(tmp_path):
+def test_supervisor_reload_adds_and_removes_streams(tmp_path, capsys):
     clip = encode(str(tmp_path / "x.mp4"), panned_frames(W, H, 60), fps=15, crf=28)
 
     def cfg(*ids):
@@ -94,6 +94,10 @@ def test_supervisor_reload_adds_and_removes_streams(tmp_path):
         _, changes = live.start(cfg("y", "z"))  # a second start hands the config to the running supervisor
         assert changes == {"started": ["z"], "stopped": ["x"], "restarted": []}
         assert [r["stream"] for r in ray.get(sup.status.remote())] == ["y", "z"]
+        assert main(["status"]) == 0  # the CLI finds the named supervisor and prints its table
+        table = capsys.readouterr().out
+        assert "restarts" in table
+        assert [line.split("│")[0].strip() for line in table.splitlines() if "│" in line] == ["y", "z"]
     finally:
         ray.get(sup.shutdown.remote())
         ray.kill(sup)
