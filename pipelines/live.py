@@ -120,7 +120,7 @@ class Supervisor:
         placement = s.cfg.ray
         s.handle = StreamMonitor.options(num_gpus=placement.get("num_gpus", 0),
                                          num_cpus=placement.get("num_cpus", 1)).remote(s.cfg)
-        s.state, s.restart_at = "starting", None
+        s.state, s.restart_at, s.last = "starting", None, {}
         return s
 
     def _stop(self, s: _Stream) -> None:
@@ -136,19 +136,21 @@ class Supervisor:
     # -- health --------------------------------------------------------------------------------
     def _health_loop(self) -> None:
         while not self._stopping.wait(CHECK_EVERY_S):
+            with self.lock:  # ask every monitor; wait for the answers without holding the lock
+                asked = {sid: (s, s.handle, s.handle.status.remote())
+                         for sid, s in self.streams.items() if s.handle is not None}
+            ray.wait([ref for *_, ref in asked.values()], num_returns=len(asked), timeout=5.0)
             with self.lock:
-                self._check()
+                self._check(asked)
 
-    def _check(self) -> None:
+    def _check(self, asked: dict) -> None:
         now = time.monotonic()
-        live = {sid: s for sid, s in self.streams.items() if s.handle is not None}
-        refs = {sid: s.handle.status.remote() for sid, s in live.items()}
-        ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=5.0)
-        ready = set(ready)
-        for sid, ref in refs.items():
-            s = live[sid]
-            if ref not in ready:
-                s.state = "unresponsive"  # busy loading models or stuck: not restarted on a guess
+        for sid, (s, handle, ref) in asked.items():
+            if self.streams.get(sid) is not s or s.handle is not handle:
+                continue  # replaced or stopped by a reload meanwhile
+            ready, _ = ray.wait([ref], timeout=0)
+            if not ready:  # still starting (worker spawn, model load), or stuck: not restarted on a guess
+                s.state = "unresponsive" if s.last else "starting"
                 continue
             try:
                 s.last = ray.get(ref)
