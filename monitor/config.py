@@ -136,6 +136,14 @@ def parse(data, source: str = "config") -> WatchConfig:
         v = placement.get(key, 0)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
             raise InputError(f"{source}: ray.{key} must be a number >= 0, got {v!r}")
+    for key in ("backoff", "max_backoff"):
+        if key in placement:
+            from monitor.cli import parse_duration
+
+            try:
+                parse_duration(str(placement[key]))
+            except InputError as e:
+                raise InputError(f"{source}: ray.{key}: {e}") from None
     return WatchConfig(streams, {k: dict(v or {}) for k, v in sinks.items()}, str(data.get("device", "auto")),
                        dict(placement))
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+import traceback
 
 import ray
 
@@ -141,7 +142,10 @@ class Supervisor:
                          for sid, s in self.streams.items() if s.handle is not None}
             ray.wait([ref for *_, ref in asked.values()], num_returns=len(asked), timeout=5.0)
             with self.lock:
-                self._check(asked)
+                try:
+                    self._check(asked)
+                except Exception:  # keep supervising; the traceback goes to the actor's log
+                    traceback.print_exc()
 
     def _check(self, asked: dict) -> None:
         now = time.monotonic()
