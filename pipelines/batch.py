@@ -223,6 +223,7 @@ def run_batch(source: str, out: str, opts: BatchOptions = BatchOptions(), ref_ru
     `on_start(n_todo)` and `on_done(entry)` drive a progress display.
     """
     jobs = list_jobs(source, ref_rule)
+    out = os.path.abspath(out)  # actors do not share the driver's working directory
     os.makedirs(out, exist_ok=True)
     shutil.rmtree(os.path.join(out, ".staging"), ignore_errors=True)  # left by an interrupted run
     ledger = Ledger(out)
