@@ -251,11 +251,11 @@ def cmd_live(args) -> int:
         raise InputError("live: give --config FILE (or --stop)")
     cfg = config.load(args.config) if args.config else None
     _ray_init(args.address)
+    import ray
+
     from pipelines import live
 
     if args.stop:
-        import ray
-
         sup = live.supervisor()
         ray.get(sup.shutdown.remote())
         ray.kill(sup)
@@ -265,8 +265,6 @@ def cmd_live(args) -> int:
     err.print(f"vqmon live: {'reloaded: ' + str(changes) if changes else f'supervising {len(cfg.streams)} stream(s)'}")
     if args.detach or changes:
         return 0
-    import ray
-
     try:
         while True:
             rows = ray.get(sup.status.remote())
