@@ -1,4 +1,5 @@
-"""`vqmon` command line. Exit codes: 0 ok, 2 bad usage or input (one line on stderr), 130 interrupted."""
+"""`vqmon` command line. Exit codes: 0 ok, 1 some batch files failed (listed), 2 bad usage or input (one line on
+stderr), 130 interrupted. Ray is imported only inside the Ray commands (live, status, batch)."""
 from __future__ import annotations
 
 import argparse
@@ -270,6 +271,100 @@ def cmd_watch(args) -> int:
     return 0
 
 
+def _ray_init(address: str | None) -> None:
+    """Connect to the cluster at `address` ('auto', ray://…), the one `ray job submit` names, or start Ray locally."""
+    import ray
+
+    ray.init(address=address, logging_level="WARNING", log_to_driver=False, ignore_reinit_error=True)
+
+
+def cmd_live(args) -> int:
+    """Streams of a watch config as StreamMonitor actors under a Supervisor (pipelines/live.py); reload = run again."""
+    from monitor import config
+
+    if not (args.config or args.stop):
+        raise InputError("live: give --config FILE (or --stop)")
+    cfg = config.load(args.config) if args.config else None
+    _ray_init(args.address)
+    import ray
+
+    from pipelines import live
+
+    if args.stop:
+        sup = live.supervisor()
+        ray.get(sup.shutdown.remote())
+        ray.kill(sup)
+        err.print("vqmon live: supervisor stopped; every monitor flushed its sinks")
+        return 0
+    sup, changes = live.start(cfg, detached=args.detach)
+    err.print(f"vqmon live: {'reloaded: ' + str(changes) if changes else f'supervising {len(cfg.streams)} stream(s)'}")
+    if args.detach or changes:
+        return 0
+    try:
+        while True:
+            rows = ray.get(sup.status.remote())
+            if not args.quiet:
+                _console(stderr=True).print(status_table(rows))
+            if rows and all(r["state"] == "ended" for r in rows):
+                break
+            time.sleep(5.0)
+    finally:
+        ray.get(sup.shutdown.remote())
+    return 0
+
+
+def status_table(rows: list[dict]) -> Table:
+    table = Table(show_edge=False, header_style="bold")
+    for col in ("stream", "state", "frames", "fps", "lag", "last window (worst)", "alerts firing", "restarts"):
+        table.add_column(col, justify="right" if col in ("frames", "fps", "lag", "restarts") else "left")
+    for r in rows:
+        worst = f"{r['worst_window'][0]}={r['worst_window'][1]:.0f}" if r["worst_window"] else "—"
+        table.add_row(r["stream"], r["state"], str(r["frames"]), "—" if r["fps"] is None else f"{r['fps']:.1f}",
+                      "—" if r["lag_s"] is None else f"{r['lag_s']:.1f}s", worst, ", ".join(r["firing"]) or "—",
+                      str(r["restarts"]))
+    return table
+
+
+def cmd_status(args) -> int:
+    import ray
+
+    _ray_init(args.address)
+    from pipelines import live
+
+    _console(stderr=False).print(status_table(ray.get(live.supervisor().status.remote())))
+    return 0
+
+
+def cmd_batch(args) -> int:
+    """Score a folder or manifest of files on a Ray actor pool (pipelines/batch.py); a rerun resumes."""
+    from pipelines.batch import BatchOptions, list_jobs, run_batch
+
+    list_jobs(args.source, args.ref_rule)  # bad input fails here, before Ray starts
+    _ray_init(args.address)
+    opts = BatchOptions(sample=args.sample, window=args.window, models=tuple(args.model), device=args.device,
+                        batch_size=args.batch)
+    frames, started = [0], time.monotonic()
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=err, transient=True, disable=args.quiet) as progress:
+        task = progress.add_task("files", total=None)
+
+        def done(entry: dict) -> None:
+            frames[0] += entry.get("frames", 0)
+            rate = frames[0] / max(time.monotonic() - started, 1e-9)
+            progress.update(task, advance=1, description=f"files · {rate:.0f} frames/s")
+
+        result = run_batch(args.source, args.out, opts, ref_rule=args.ref_rule, actors=args.actors,
+                           gpus_per_actor=args.gpus_per_actor, retry_failed=args.retry_failed,
+                           on_start=lambda n: progress.update(task, total=n), on_done=done)
+    elapsed = time.monotonic() - started
+    err.print(f"vqmon batch: {len(result.scored)} file(s) scored ({frames[0]} frames, {elapsed:.1f} s), "
+              f"{len(result.failed)} failed, {result.skipped} already done; records in {args.out}",
+              highlight=False)
+    for e in result.failed:
+        err.print(f"failed: {e['error']}", highlight=False, markup=False)
+    return 1 if result.failed else 0
+
+
 def cmd_sample(args) -> int:
     from monitor.samples import make_sample
 
@@ -370,6 +465,34 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--duration", type=float, help="stop after this many seconds (demos, tests)")
     w.add_argument("-q", "--quiet", action="store_true", help="no status line")
     w.set_defaults(func=cmd_watch)
+
+    lv = sub.add_parser("live", help="run a watch config's streams as monitors on a Ray cluster (again = reload)")
+    lv.add_argument("--config", help="YAML/JSON watch config (see monitor/config.py, section ray:)")
+    lv.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+    lv.add_argument("--detach", action="store_true", help="leave the supervisor running on the cluster and return")
+    lv.add_argument("--stop", action="store_true", help="stop the running supervisor and its monitors")
+    lv.add_argument("-q", "--quiet", action="store_true", help="no status table")
+    lv.set_defaults(func=cmd_live)
+
+    st = sub.add_parser("status", help="per-stream state of the monitors on a Ray cluster")
+    st.add_argument("--address", default="auto", help="Ray cluster address (default: auto)")
+    st.set_defaults(func=cmd_status)
+
+    b = sub.add_parser("batch", help="score a folder or CSV manifest of files on a Ray actor pool (resumable)")
+    b.add_argument("source", help="folder of videos (recursive) or CSV manifest with columns video[,ref][,stream_id]")
+    b.add_argument("--out", required=True, help="output folder: Parquet records, summaries/, _ledger.jsonl")
+    b.add_argument("--ref-rule", metavar="TEMPLATE",
+                   help="reference per video by name, e.g. '../refs/{rel}{ext}' ({dir} {stem} {ext} {rel})")
+    b.add_argument("--actors", type=int, help="scoring actors (default: one per GPU, else 1)")
+    b.add_argument("--gpus-per-actor", type=float, help="GPU share per actor (default: 1 with GPUs, else 0)")
+    b.add_argument("--retry-failed", action="store_true", help="score files that failed in an earlier run again")
+    b.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+    for flag, default in (("--sample", "all"), ("--window", "2s"), ("--device", "auto")):
+        b.add_argument(flag, default=default, help=f"as for `vqmon score` (default {default})")
+    b.add_argument("--batch", type=int, default=8, help="frames per scoring batch (default 8)")
+    b.add_argument("--model", action="append", default=[], metavar="NAME[/VARIANT][:WEIGHTS]")
+    b.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    b.set_defaults(func=cmd_batch)
 
     md = sub.add_parser("models", help="list the quality models: kind, range, params, GMACs, weights")
     md.set_defaults(func=cmd_models)

@@ -20,6 +20,11 @@ config fails at start-up and never hours later inside a stream thread.
       jsonl: {out: "-"}
       webhook: {url: "https://alerts.example/hook", retries: 3}   # POSTs firing/resolved alert events
     http: "127.0.0.1:8080"      # status page, /status.json, /metrics, /healthz (monitor/statuspage.py)
+    ray:                        # only `vqmon live` (pipelines/live.py) reads this: placement of each stream's actor
+      num_gpus: 0.25            # GPU share per stream (4 streams per GPU); 0 = CPU only
+      num_cpus: 1
+      backoff: 1s               # first restart delay after a crash, doubling up to max_backoff
+      max_backoff: 60s
 """
 from __future__ import annotations
 
@@ -33,6 +38,7 @@ STREAM_KEYS = {"id", "url", "listen", "realtime", "ref", "ref_listen", "sample",
                "rtsp_transport", "open_timeout", "read_timeout", "max_reconnects"}
 SINK_KEYS = {"parquet": {"out", "roll", "rows"}, "kafka": {"bootstrap", "topic_prefix", "spool"},
              "otel": {"exporter", "prometheus"}, "jsonl": {"out"}, "webhook": {"url", "retries"}}
+RAY_KEYS = {"num_gpus", "num_cpus", "backoff", "max_backoff"}
 
 
 @dataclass
@@ -59,6 +65,7 @@ class WatchConfig:
     sinks: dict[str, dict] = field(default_factory=dict)
     device: str = "auto"
     http: str | None = None  # [host:]port of the status page
+    ray: dict = field(default_factory=dict)  # placement and restart backoff on Ray (RAY_KEYS)
 
 
 def load(path: str) -> WatchConfig:
@@ -93,8 +100,9 @@ def load_rules(path: str) -> list[dict]:
 
 def parse(data, source: str = "config") -> WatchConfig:
     if not isinstance(data, dict):
-        raise InputError(f"{source}: expected a mapping with 'streams' (and optional 'sinks', 'defaults', 'device')")
-    unknown = set(data) - {"streams", "sinks", "defaults", "device", "http"}
+        raise InputError(f"{source}: expected a mapping with 'streams' (and optional 'sinks', 'defaults', 'device', "
+                         "'http', 'ray')")
+    unknown = set(data) - {"streams", "sinks", "defaults", "device", "http", "ray"}
     if unknown:
         raise InputError(f"{source}: unknown top-level key(s) {', '.join(sorted(unknown))}")
     defaults = data.get("defaults") or {}
@@ -127,8 +135,22 @@ def parse(data, source: str = "config") -> WatchConfig:
     http = data.get("http")
     if http is not None and not isinstance(http, (str, int)):
         raise InputError(f"{source}: 'http' must be [host:]port, got {http!r}")
+    placement = data.get("ray") or {}
+    _check_keys(placement, RAY_KEYS, f"{source}: ray")
+    for key in ("num_gpus", "num_cpus"):
+        v = placement.get(key, 0)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+            raise InputError(f"{source}: ray.{key} must be a number >= 0, got {v!r}")
+    for key in ("backoff", "max_backoff"):
+        if key in placement:
+            from monitor.cli import parse_duration
+
+            try:
+                parse_duration(str(placement[key]))
+            except InputError as e:
+                raise InputError(f"{source}: ray.{key}: {e}") from None
     return WatchConfig(streams, {k: dict(v or {}) for k, v in sinks.items()}, str(data.get("device", "auto")),
-                       None if http is None else str(http))
+                       None if http is None else str(http), dict(placement))
 
 
 def _check_keys(d: dict, allowed: set[str], where: str) -> None:

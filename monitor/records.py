@@ -94,7 +94,8 @@ class WindowStat:
 
 
 ALERT_STATES = ("pending", "firing", "resolved")
-STREAM_EVENTS = ("up", "down", "reconnect", "decode_error", "alignment_gained", "alignment_lost")
+STREAM_EVENTS = ("up", "down", "reconnect", "decode_error", "alignment_gained", "alignment_lost",
+                 "restart")  # restart: the Ray supervisor restarted a crashed monitor
 
 
 @dataclass(slots=True)

@@ -11,10 +11,11 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from monitor.config import StreamConfig, WatchConfig
 from monitor.errors import InputError
-from monitor.records import AlertEvent, FrameScore, StreamEvent, WindowStat
+from monitor.records import AlertEvent, FrameScore, StreamEvent, WindowStat, utcnow
 from monitor.sampling import Sampler
 
 
@@ -32,6 +33,11 @@ class StreamStatus:
     history: dict[str, deque] = field(default_factory=dict)  # metric → recent window means, for sparklines
     firing: set[str] = field(default_factory=set)
     restarts: int = 0
+    last_ingest: datetime | None = None  # when the newest scored frame was received
+
+    def lag_s(self) -> float | None:
+        """Seconds between receiving the newest scored frame and now: grows when scoring falls behind or the feed stalls."""
+        return (utcnow() - self.last_ingest).total_seconds() if self.last_ingest else None
 
     def fps(self) -> float:
         return self.frames / max(time.monotonic() - self.started, 1e-9)
@@ -39,6 +45,7 @@ class StreamStatus:
     def observe(self, r) -> None:
         if isinstance(r, FrameScore) and r.metric == "sig.luma":
             self.frames += 1
+            self.last_ingest = r.ingest_ts
         elif isinstance(r, WindowStat) and r.scale == "score":
             self.last_window[r.metric] = r.mean
             self.history.setdefault(r.metric, deque(maxlen=HISTORY)).append(r.mean)

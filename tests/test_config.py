@@ -71,3 +71,12 @@ def test_the_shipped_example_config_is_valid():
     assert cfg.http == "127.0.0.1:8080"
     for s in cfg.streams:
         assert len(parse_rules(s.alerts)) == 4
+
+
+def test_ray_section_is_checked():
+    cfg = config.parse({"streams": [{"url": "a.mp4"}], "ray": {"num_gpus": 0.25, "backoff": "2s"}})
+    assert cfg.ray == {"num_gpus": 0.25, "backoff": "2s"}
+    for bad, match in (({"gpus": 1}, "unknown key"), ({"num_gpus": -1}, "num_gpus must be a number"),
+                       ({"backoff": "soon"}, "ray.backoff")):
+        with pytest.raises(InputError, match=match):
+            config.parse({"streams": [{"url": "a.mp4"}], "ray": bad})
