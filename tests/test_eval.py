@@ -10,6 +10,7 @@ import pytest
 from PIL import Image, ImageFilter
 from skimage import data, filters
 
+from models import registry
 from monitor.cli import main
 from pipelines.train import evaluate, niqe
 from pipelines.train.metrics import correlations, within_group_srcc
@@ -42,6 +43,15 @@ def test_noise_lowers_the_correlations_and_the_ci_contains_the_estimate():
             assert r[f"{key}_lo"] <= r[key] <= r[f"{key}_hi"]
             assert r[f"{key}_lo"] < r[f"{key}_hi"]
     assert correlations(-x, mos, n_boot=0)["srcc"] == pytest.approx(-1)  # sign kept for rank correlations
+
+
+def test_too_few_items_for_the_logistic_fall_back_to_a_line_and_constants_give_nan():
+    r = correlations([1.0, 2.0, 4.0, 3.0], [1.0, 2.0, 3.0, 4.0], n_boot=50)
+    assert r["fit"] == "linear" and r["srcc"] == pytest.approx(0.8) and 0 < r["plcc"] < 1
+    flat = correlations([2.0] * 5, [1.0, 2.0, 3.0, 4.0, 5.0])
+    assert flat["fit"] == "none" and np.isnan(flat["srcc"]) and np.isnan(flat["rmse_hi"])
+    with pytest.raises(ValueError, match="at least 3"):
+        correlations([1.0, 2.0], [1.0, 2.0])
 
 
 def test_within_group_srcc_averages_per_source():
@@ -179,6 +189,11 @@ def test_eval_on_a_corpus_reports_each_subset_and_all(tmp_path, capsys):
     assert len(items) == 12 and {it.subset for it in items} == {"bsds500", "kodak24"}
     psnr, ssim = evaluate.fr_baselines(items)  # the corpus's own columns
     assert sorted(set(psnr)) == [30.0, 40.0, 50.0] and ssim.max() == pytest.approx(1.0)
+    training = registry.create("liqe", "lite", weights=None).train()  # as a training loop would pass it
+    quick = evaluate.evaluate_models({"liqe@step0": training}, items, n_boot=0, baselines=False)
+    assert training.training  # put back in the mode it came in
+    assert [(r["method"], r["subset"]) for r in quick] == [("liqe@step0", s) for s in ("bsds500", "kodak24", "all")]
+    assert -1 <= quick[-1]["srcc"] <= 1 and np.isnan(quick[-1]["srcc_lo"])
     rc = main(["eval", "liqe:untrained", "--corpus", str(tmp_path), "--device", "cpu", "--boot", "50",
                "--out", str(tmp_path / "t.csv"), "-q"])
     assert rc == 0

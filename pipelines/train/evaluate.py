@@ -267,7 +267,8 @@ def table_cells(results: list[dict]) -> tuple[list[list[str]], list[str]]:
     cells = [[r["method"] + (NEGATED_MARK if r["negated"] else ""), r["subset"], str(r["n"]),
               _cell(r, "srcc", ".3f"), _cell(r, "krcc", ".3f"), _cell(r, "plcc", ".3f"), _cell(r, "rmse", ".4g"),
               _cell(r, "within_source_srcc", ".3f")] for r in results]
-    notes = ["PLCC and RMSE after a 4-parameter logistic fit of score → MOS (\"lin\": the fit failed, linear instead); "
+    notes = ["PLCC and RMSE after a 4-parameter logistic fit of score → MOS (\"lin\": the fit failed, linear instead), "
+             "which absorbs the direction of the scale: a model ranking backwards has SRCC < 0 but PLCC > 0. "
              "CIs: 95 % percentile bootstrap over items, mapping fitted once."]
     if any(r["negated"] for r in results):
         notes.append(f"{NEGATED_MARK.strip()}: lower is better; scores negated so that the correlations read positively.")

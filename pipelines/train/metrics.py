@@ -13,6 +13,7 @@ than refitting per resample would give.
 """
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
@@ -27,20 +28,23 @@ def logistic4(x, b1, b2, b3, b4):
 
 
 def fit_mapping(pred: np.ndarray, mos: np.ndarray):
-    """(f, kind): the pred → mos mapping for PLCC/RMSE, kind "logistic", or "linear" when the fit fails."""
+    """(f, kind): the pred → mos mapping for PLCC/RMSE, kind "logistic", or "linear" when the fit fails
+    or there are no more items than the logistic has parameters."""
     spread = float(np.std(pred)) or 1.0
     lo, hi = float(np.min(mos)), float(np.max(mos))
     if stats.spearmanr(pred, mos).statistic < 0:  # a decreasing relation starts from swapped asymptotes
         lo, hi = hi, lo
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optimize.OptimizeWarning)
-            params, _ = optimize.curve_fit(logistic4, pred, mos, p0=[hi, lo, float(np.mean(pred)), spread],
-                                           maxfev=10000)
-        if np.all(np.isfinite(params)) and np.all(np.isfinite(logistic4(pred, *params))):
-            return (lambda x: logistic4(x, *params)), "logistic"
-    except (RuntimeError, ValueError):
-        pass
+    if len(pred) > 4:  # more points than the logistic's parameters
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optimize.OptimizeWarning)
+                warnings.simplefilter("ignore", RuntimeWarning)  # exp overflow while exploring steep slopes
+                params, _ = optimize.curve_fit(logistic4, pred, mos, p0=[hi, lo, float(np.mean(pred)), spread],
+                                               maxfev=10000)
+            if np.all(np.isfinite(params)) and np.all(np.isfinite(logistic4(pred, *params))):
+                return (lambda x: logistic4(x, *params)), "logistic"
+        except RuntimeError:  # no convergence within maxfev
+            pass
     slope, intercept = np.polyfit(pred, mos, 1)
     return (lambda x: slope * x + intercept), "linear"
 
@@ -62,13 +66,16 @@ def _stats(pred: np.ndarray, mos: np.ndarray, mapped: np.ndarray) -> dict[str, n
 
 
 def correlations(pred, mos, n_boot: int = 1000, seed: int = 0) -> dict:
-    """{n, fit, srcc, srcc_lo, srcc_hi, krcc…, plcc…, rmse…}; the CIs are NaN when n_boot is 0."""
+    """{n, fit, srcc, srcc_lo, srcc_hi, krcc…, plcc…, rmse…}; the CIs are NaN when n_boot is 0,
+    everything is NaN (fit "none") when pred or mos is constant."""
     pred = np.asarray(pred, dtype=np.float64)
     mos = np.asarray(mos, dtype=np.float64)
     if pred.shape != mos.shape or pred.ndim != 1:
         raise ValueError(f"pred and mos must be 1-d and of equal length, got {pred.shape} and {mos.shape}")
     if len(pred) < 3:
         raise ValueError(f"correlations need at least 3 items, got {len(pred)}")
+    if np.ptp(pred) == 0 or np.ptp(mos) == 0:  # nothing to correlate: say so with NaNs, not warnings
+        return {"n": len(pred), "fit": "none", **{f"{s}{e}": math.nan for s in STATS for e in ("", "_lo", "_hi")}}
     mapping, kind = fit_mapping(pred, mos)
     mapped = mapping(pred)
     full = _stats(pred[None], mos[None], mapped[None])
