@@ -30,12 +30,14 @@ from PIL import Image
 from scipy.ndimage import gaussian_filter
 from scipy.special import gamma as gamma_fn
 
+from models.weights import WEIGHTS_DIR
+
 PATCH = 96
 SHARPNESS_FRACTION = 0.75
 WINDOW_SIGMA = 7 / 6
 WINDOW_RADIUS = 3  # 7×7 window
 STABILITY_C = 1.0  # MSCN denominator constant, for pixel values in 0..255
-SHIPPED = Path(__file__).resolve().parents[2] / "models" / "weights" / "niqe_pristine.npz"
+SHIPPED = WEIGHTS_DIR / "niqe_pristine.npz"
 
 _SHAPES = np.arange(0.2, 10.0, 0.001)
 _RATIO = gamma_fn(1 / _SHAPES) * gamma_fn(3 / _SHAPES) / gamma_fn(2 / _SHAPES) ** 2  # E[x²]/E[|x|]², decreasing
