@@ -155,6 +155,11 @@ def test_eval_bad_csv_row_is_one_line_naming_file_and_line(tmp_path, capsys):
         assert main(["eval", "liqe:untrained", "--csv", str(tmp_path / name.split(":")[0])]) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and name in err and problem in err, err
+    Image.new("RGB", (SIDE, SIDE // 2)).save(tmp_path / "small.png")
+    (tmp_path / "d.csv").write_text("dist,ref,mos\nblur0.png,small.png,90\nblur1.png,blur0.png,70\nblur2.png,blur0.png,50\n")
+    assert main(["eval", "gsn:untrained", "--csv", str(tmp_path / "d.csv"), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "d.csv:2: reference" in err and "224×112, the image 224×224" in err, err
     with pytest.raises(SystemExit):
         main(["eval", "liqe:untrained"])  # --csv or --corpus is required
     capsys.readouterr()

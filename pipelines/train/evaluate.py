@@ -151,8 +151,13 @@ def predict(model, items: list[Item], device: torch.device | str = "cpu", batch_
                          f"(CSV header dist,ref,mos, or a corpus)")
     device = torch.device(device)
     by_size = defaultdict(list)
-    for k, it in enumerate(items):
-        by_size[_size(it.path, it.where)].append(k)
+    for k, it in enumerate(items):  # sizes from the headers: a mismatched pair fails before any scoring
+        size = _size(it.path, it.where)
+        ref_size = _size(it.ref_path, it.where) if fr else size
+        if ref_size != size:
+            raise InputError(f"{it.where}: reference {it.ref_path} is {ref_size[0]}×{ref_size[1]}, "
+                             f"the image {size[0]}×{size[1]}")
+        by_size[size].append(k)
     out = np.empty(len(items))
     was_training = model.training
     model.eval()
@@ -162,14 +167,7 @@ def predict(model, items: list[Item], device: torch.device | str = "cpu", batch_
                 for start in range(0, len(idx), batch_size):
                     chunk = idx[start:start + batch_size]
                     x = [_rgb(items[k].path, items[k].where) for k in chunk]
-                    refs = None
-                    if fr:
-                        r = [_rgb(items[k].ref_path, items[k].where) for k in chunk]
-                        for k, a, b in zip(chunk, x, r):
-                            if a.shape != b.shape:
-                                raise InputError(f"{items[k].where}: reference {items[k].ref_path} is "
-                                                 f"{b.shape[1]}×{b.shape[0]}, the image {a.shape[1]}×{a.shape[0]}")
-                        refs = _tensor(r, device)
+                    refs = _tensor([_rgb(items[k].ref_path, items[k].where) for k in chunk], device) if fr else None
                     q = model.score_frames(_tensor(x, device), refs)["quality"]
                     out[chunk] = q.float().cpu().numpy()
                     if on_progress:
