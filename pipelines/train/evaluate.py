@@ -43,7 +43,7 @@ class Item:
     mos: float
     where: str
     ref_path: Path | None = None
-    subset: str = "all"
+    subset: str = "(none)"
     source: str = ""
     psnr_y: float | None = None
     ssim_y: float | None = None
@@ -86,7 +86,7 @@ def read_csv(path: str | Path) -> list[Item]:
                 raise InputError(f"{where}: mos {row['mos']!r} is not finite")
             dist = _existing(path.parent, row["dist" if fr else "path"], where)
             ref = _existing(path.parent, row["ref"], where) if fr else None
-            items.append(Item(dist, mos, where, ref, subset=row.get("subset") or "all",
+            items.append(Item(dist, mos, where, ref, subset=row.get("subset") or "(none)",
                               source=row.get("source") or str(ref or dist)))
     if len(items) < 3:
         raise InputError(f"{path}: {len(items)} labelled row(s); correlations need at least 3")
