@@ -265,19 +265,20 @@ def table_cells(results: list[dict]) -> tuple[list[list[str]], list[str]]:
     cells = [[r["method"] + (NEGATED_MARK if r["negated"] else ""), r["subset"], str(r["n"]),
               _cell(r, "srcc", ".3f"), _cell(r, "krcc", ".3f"), _cell(r, "plcc", ".3f"), _cell(r, "rmse", ".4g"),
               _cell(r, "within_source_srcc", ".3f")] for r in results]
-    notes = ["PLCC and RMSE after a 4-parameter logistic fit of score → MOS (\"lin\": the fit failed, linear instead), "
-             "which absorbs the direction of the scale: a model ranking backwards has SRCC < 0 but PLCC > 0. "
+    notes = ["PLCC and RMSE after a 4-parameter logistic fit of score → MOS (\"lin\": the fit failed, linear "
+             "instead), which absorbs the direction of the scale: a model ranking backwards has SRCC < 0 but PLCC > 0. "
              "CIs: 95 % percentile bootstrap over items, mapping fitted once."]
     if any(r["negated"] for r in results):
-        notes.append(f"{NEGATED_MARK.strip()}: lower is better; scores negated so that the correlations read positively.")
+        notes.append(f"{NEGATED_MARK.strip()}: lower is better; scores negated so that the correlations read "
+                     "positively.")
     return cells, notes
 
 
 def markdown(results: list[dict]) -> str:
     """The table as GitHub Markdown, footnotes below."""
     cells, notes = table_cells(results)
-    lines = ["| " + " | ".join(HEADER) + " |", "|" + "|".join("---:" if h != "method" and h != "subset" else "---"
-                                                              for h in HEADER) + "|"]
+    align = ["---" if h in ("method", "subset") else "---:" for h in HEADER]
+    lines = ["| " + " | ".join(HEADER) + " |", "|" + "|".join(align) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in cells]
     return "\n".join(lines + [""] + notes) + "\n"
 
