@@ -198,6 +198,43 @@ def cmd_models(args) -> int:
     return 0
 
 
+def cmd_eval(args) -> int:
+    from monitor.scoring import pick_device
+    from pipelines.train import evaluate
+
+    if args.out and not args.out.endswith((".csv", ".md")):
+        raise InputError(f"--out {args.out}: expected a .csv or .md file")
+    items = evaluate.read_csv(args.csv) if args.csv else evaluate.read_corpus(args.corpus, args.split)
+    models = {}
+    for spec in args.model:
+        model = load_model(spec, args.device)
+        if hasattr(model, "fold"):  # GSN: plain convs for inference, as `score` does (exact, faster)
+            model.fold()
+        models[evaluate.model_label(model)] = model
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=err, transient=True, disable=args.quiet) as progress:
+        task = progress.add_task("scoring", total=len(items) * len(models))
+        results = evaluate.evaluate_models(models, items, device=pick_device(args.device), batch_size=args.batch,
+                                           n_boot=args.boot, baselines=not args.no_baselines,
+                                           on_progress=lambda n: progress.advance(task, n))
+    cells, notes = evaluate.table_cells(results)
+    table = Table(show_edge=False, header_style="bold")
+    for col in evaluate.HEADER:
+        table.add_column(col, justify="left" if col in ("method", "subset") else "right")
+    for row in cells:
+        table.add_row(*row)
+    console = _console(stderr=False)
+    console.print(f"[bold]{args.csv or args.corpus}[/]: {len(items)} labelled images"
+                  f"{'' if args.csv else f' (split {args.split}, VMAF teacher)'}")
+    console.print(table)
+    for note in notes:
+        console.print(note, highlight=False)
+    if args.out:
+        evaluate.write_table(results, args.out)
+        console.print(f"table written to {args.out}")
+    return 0
+
+
 def watch_config(args):
     """The config file, or one stream from the command line (flags override the file's defaults for that stream)."""
     from monitor import config
@@ -493,6 +530,20 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--model", action="append", default=[], metavar="NAME[/VARIANT][:WEIGHTS]")
     b.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     b.set_defaults(func=cmd_batch)
+
+    e = sub.add_parser("eval", help="correlate quality models (and baselines) with labels: SRCC, KRCC, PLCC, RMSE")
+    e.add_argument("model", nargs="+", metavar="MODEL", help="NAME[/VARIANT][:WEIGHTS] as for score --model")
+    src = e.add_mutually_exclusive_group(required=True)
+    src.add_argument("--csv", help="labels: path,mos (NR) or dist,ref,mos (FR); paths relative to the CSV")
+    src.add_argument("--corpus", metavar="DIR", help="distortion corpus (DIR/corpus.parquet), VMAF teacher labels")
+    e.add_argument("--split", choices=("train", "val"), default="val", help="corpus split (default val)")
+    e.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    e.add_argument("--batch", type=int, default=16, help="images per batch (default 16)")
+    e.add_argument("--boot", type=int, default=1000, help="bootstrap resamples for the CIs (0: none; default 1000)")
+    e.add_argument("--no-baselines", action="store_true", help="leave out PSNR-Y/SSIM-Y (FR) and NIQE (NR)")
+    e.add_argument("--out", help="also write the table: .csv (raw numbers) or .md (Markdown)")
+    e.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    e.set_defaults(func=cmd_eval)
 
     md = sub.add_parser("models", help="list the quality models: kind, range, params, GMACs, weights")
     md.set_defaults(func=cmd_models)
