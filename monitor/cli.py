@@ -158,7 +158,7 @@ def print_summary(s, console: Console, out: str | None) -> None:
             line += f", {s.ref_unpaired} without a reference"
             if s.ref_ended_at is not None:
                 line += f" (the reference ended after {s.ref_ended_at} frames)"
-        console.print(line)
+        console.print(line, soft_wrap=True)  # paths make it long; a log reader greps it whole
     console.file.flush()
     if s.decode_errors:
         err.print(f"[red]warning[/]: {s.source}: {s.decode_errors} decode error(s) skipped; last: {s.last_error}")
@@ -204,7 +204,7 @@ def cmd_eval(args) -> int:
 
     if args.out and not args.out.endswith((".csv", ".md")):
         raise InputError(f"--out {args.out}: expected a .csv or .md file")
-    items = evaluate.read_csv(args.csv) if args.csv else evaluate.read_corpus(args.corpus, args.split)
+    items = evaluate.read_csv(args.csv) if args.csv else evaluate.read_corpus(args.corpus, args.split, args.per_subset)
     models = {}
     for spec in args.model:
         model = load_model(spec, args.device)
@@ -537,6 +537,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--csv", help="labels: path,mos (NR) or dist,ref,mos (FR); paths relative to the CSV")
     src.add_argument("--corpus", metavar="DIR", help="distortion corpus (DIR/corpus.parquet), VMAF teacher labels")
     e.add_argument("--split", choices=("train", "val"), default="val", help="corpus split (default val)")
+    e.add_argument("--per-subset", type=int, metavar="N", help="corpus: at most N items per subset, evenly spaced")
     e.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     e.add_argument("--batch", type=int, default=16, help="images per batch (default 16)")
     e.add_argument("--boot", type=int, default=1000, help="bootstrap resamples for the CIs (0: none; default 1000)")

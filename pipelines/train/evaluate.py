@@ -93,8 +93,12 @@ def read_csv(path: str | Path) -> list[Item]:
     return items
 
 
-def read_corpus(directory: str | Path, split: str = "val") -> list[Item]:
-    """Items of a corpus split whose teacher is VMAF (mos = vmaf), with the corpus's PSNR-Y/SSIM-Y."""
+def read_corpus(directory: str | Path, split: str = "val", per_subset: int | None = None) -> list[Item]:
+    """Items of a corpus split whose teacher is VMAF (mos = vmaf), with the corpus's PSNR-Y/SSIM-Y.
+
+    `per_subset`: keep at most that many items of each subset, evenly spaced in corpus order
+    (deterministic), to bound the cost of slow models.
+    """
     import pyarrow.parquet as pq
 
     directory = Path(directory)
@@ -116,6 +120,13 @@ def read_corpus(directory: str | Path, split: str = "val") -> list[Item]:
         items.append(Item(_existing(directory, row["path"], where), float(row["vmaf"]), where,
                           _existing(directory, row["ref_path"], where), row["subset"], row["source"],
                           row["psnr_y"], row["ssim_y"]))
+    if per_subset:
+        kept = []
+        for subset in dict.fromkeys(it.subset for it in items):
+            part = [it for it in items if it.subset == subset]
+            picks = np.linspace(0, len(part) - 1, min(per_subset, len(part))).round().astype(int)
+            kept += [part[i] for i in dict.fromkeys(picks.tolist())]
+        items = kept
     if len(items) < 3:
         raise InputError(f"{table_path}: {len(items)} VMAF-labelled row(s) in split {split!r}; need at least 3")
     return items

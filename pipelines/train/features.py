@@ -62,7 +62,7 @@ class FeatureCache:
 
 
 @torch.no_grad()
-def build(corpus_root: Path, rows: list[dict], seed: int = 0, crops_per_source: int = 2, batch: int = 32,
+def build(corpus_root: Path, rows: list[dict], seed: int = 0, crops_per_source: int = 1, batch: int = 32,
           progress=None) -> FeatureCache:
     """Compute (or reuse) the cache for `rows` (training items) in corpus_root/cache."""
     out = corpus_root / "cache"
