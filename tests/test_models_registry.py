@@ -13,9 +13,9 @@ def untrained():
 
 
 def test_default_weights_missing_is_a_clear_error():
-    assert default_entry("gsn", "lite") is None
-    with pytest.raises(WeightsError, match=r"gsn/lite.*weights=None"):
-        registry.create("gsn")
+    assert default_entry("gsn", "paper") is None  # paper variants ship no weights (their backbones are the user's)
+    with pytest.raises(WeightsError, match=r"gsn/paper.*weights=None"):
+        registry.create("gsn", "paper")
 
 
 def test_untrained_model_is_marked(untrained):

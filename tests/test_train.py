@@ -132,3 +132,10 @@ def test_shipped_weights_rank_a_blur_ladder():
             refs = frames[:1].expand_as(frames) if model.info.kind == "FR" else None
             q = model.normalise(model.score_frames(frames, refs)["quality"])
         assert q[0] > q[1] > q[2], (name, q.tolist())
+
+
+def test_paper_recipe_trains_on_pixel_crops(tiny_corpus, tmp_path):
+    """Paper variants train everything on random co-located pixel crops (the GPU path), here one CPU step."""
+    info = train("gsn", tiny_corpus, tmp_path, variant="paper", steps=1, batch=2, val_items=0)
+    stored = read_state_dict(tmp_path / "gsn-paper.safetensors")
+    assert info["steps"] == 1 and any(k.startswith("resnet.") for k in stored)  # nothing frozen, nothing omitted

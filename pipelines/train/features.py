@@ -61,12 +61,31 @@ class FeatureCache:
         return out
 
 
+def _trunks() -> dict[str, tuple[nn.Module, tuple[str, ...], bool]]:
+    """Frozen trunks whose taps are cached: name → (module, array names, also for reference crops).
+
+    GSN's trunk is Lite0 with central-difference convs in blocks 1–2 (folded: exact, cheaper), so
+    its taps differ from plain Lite0's and are cached apart; NEMG's tap 4 is Lite0 at output stride 16.
+    """
+    from models import gsn
+
+    siamese = gsn.build("lite").fold()
+    return {
+        "lite0": (lite0_features(out_indices=TAPS).eval(), tuple(f"tap{t}" for t in TAPS), True),
+        "lite0_os16": (lite0_features(out_indices=(4,), output_stride=16).eval(), ("tap4_os16",), False),
+        "gsn": (siamese.lite0.eval(), tuple(f"gsn_tap{t}" for t in TAPS), True),
+    }
+
+
 @torch.no_grad()
 def build(corpus_root: Path, rows: list[dict], seed: int = 0, crops_per_source: int = 1, batch: int = 32,
           progress=None) -> FeatureCache:
-    """Compute (or reuse) the cache for `rows` (training items) in corpus_root/cache."""
+    """Compute the cache for `rows` (training items) in corpus_root/cache, or the arrays it still lacks."""
     out = corpus_root / "cache"
-    if (out / "meta.json").is_file():
+    trunks = _trunks()
+    wanted = {"pixels", "ref_pixels"} | {p + a for _, names, ref in trunks.values() for a in names
+                                         for p in ("", "ref_") if p == "" or ref}
+    if (out / "meta.json").is_file() and all((out / f"{k}.npy").is_file() for k in wanted):
         return FeatureCache(out)
     out.mkdir(exist_ok=True)
     from pipelines.train.train import DISTORTION_INDEX  # the label tables live with the losses
@@ -83,28 +102,32 @@ def build(corpus_root: Path, rows: list[dict], seed: int = 0, crops_per_source: 
     for r in rows:
         for top, left in positions(r["source"], r["height"], r["width"], crops_per_source, seed):
             crops.append((r, top, left, slot_of[(r["source"], top, left)]))
-
-    trunk = lite0_features(out_indices=TAPS).eval()
-    trunk16 = lite0_features(out_indices=(4,), output_stride=16).eval()  # NEMG's high-level tap
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
 
-    def write(name: str, items: list, reader) -> None:
+    def write(prefix: str, items: list, reader) -> None:
+        """The arrays of one crop set (distorted or reference) that are not on disk yet."""
+        todo = {n: (m, names) for n, (m, names, ref) in trunks.items() if (prefix == "" or ref)
+                and not all((out / f"{prefix}{a}.npy").is_file() for a in names)}
+        have_pixels = (out / f"{prefix}pixels.npy").is_file()
+        if not todo and have_pixels:
+            return
+        cached_pixels = np.load(out / f"{prefix}pixels.npy", mmap_mode="r") if have_pixels else None
         arrays = None
         for start in range(0, len(items), batch):
-            pixels = np.stack([reader(it) for it in items[start:start + batch]])
-            x = (torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255 - mean) / std
-            feats = {f"{name}pixels": pixels}
-            feats.update({f"{name}tap{t}": f.half().numpy() for t, f in zip(TAPS, trunk(x))})
-            if name == "":
-                feats["tap4_os16"] = trunk16(x)[0].half().numpy()
+            part = range(start, min(start + batch, len(items)))
+            pixels = cached_pixels[start:part.stop] if have_pixels else np.stack([reader(items[i]) for i in part])
+            x = (torch.from_numpy(np.ascontiguousarray(pixels)).permute(0, 3, 1, 2).float() / 255 - mean) / std
+            feats = {} if have_pixels else {f"{prefix}pixels": pixels}
+            for module, names in todo.values():
+                feats.update({f"{prefix}{a}": f.half().numpy() for a, f in zip(names, module(x))})
             if arrays is None:
                 arrays = {k: np.lib.format.open_memmap(out / f".{k}.npy", "w+", v.dtype, (len(items), *v.shape[1:]))
                           for k, v in feats.items()}
             for k, v in feats.items():
                 arrays[k][start:start + len(v)] = v
             if progress:
-                progress(len(v))
+                progress(len(part))
         for k, a in arrays.items():
             a.flush()
             os.replace(out / f".{k}.npy", out / f"{k}.npy")

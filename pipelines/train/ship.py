@@ -18,11 +18,11 @@ from models.weights import MANIFEST, WEIGHTS_DIR, sha256_file
 
 
 def held_out_metrics(table: Path, label: str) -> dict:
-    """SRCC/PLCC per subset of one model from a `vqmon eval --out x.csv` table."""
+    """SRCC/PLCC per subset of one model (its label, name/variant@sha12) from a `vqmon eval --out x.csv` table."""
     metrics = {}
     with open(table, newline="") as f:
         for row in csv.DictReader(f):
-            if row["model"] == label:
+            if row["method"] == label:
                 metrics[f"{row['subset']} SRCC vs VMAF"] = round(float(row["srcc"]), 4)
                 metrics[f"{row['subset']} PLCC vs VMAF"] = round(float(row["plcc"]), 4)
     return metrics
@@ -58,7 +58,7 @@ def ship(run: Path, metrics_table: Path | None = None) -> dict:
     from models import registry
 
     model = registry.create(name, variant, weights=str(dst))
-    metrics = held_out_metrics(metrics_table, name) if metrics_table else {}
+    metrics = held_out_metrics(metrics_table, f"{name}/{variant}@{model.weights_sha256[:12]}") if metrics_table else {}
     entry = {"name": name, "variant": variant, "file": dst.name, "sha256": sha256_file(dst),
              "training_data": info["training_data"], "teacher": info["teacher"], "steps": info["steps"],
              "metrics": metrics or {"in-training validation SRCC vs VMAF": info["val_srcc"]}}

@@ -53,11 +53,11 @@ class Recipe:
 # Lite: the heads on a frozen ImageNet Lite0 (trained from the feature cache). Paper: everything, backbone at
 # a tenth (brief §2, §4, §5), on pixels.
 RECIPES: dict[tuple[str, str], Recipe] = {
-    ("nemg", "lite"): Recipe(("res_out.", "predict_net.", "regression."), 3e-4, 8, 400, pretrained=("lite0.",)),
-    ("gsn", "lite"): Recipe(("attention.", "project.", "head."), 1e-3, 32, 2000, pretrained=("lite0.",)),
-    ("mfenet", "lite"): Recipe(("hfen.", "aff.", "ffm.", "head."), 1e-3, 16, 800, pretrained=("qen.", "dan.")),
+    ("nemg", "lite"): Recipe(("res_out.", "predict_net.", "regression."), 3e-4, 8, 400, 1e-2, pretrained=("lite0.",)),
+    ("gsn", "lite"): Recipe(("attention.", "project.", "head."), 1e-3, 32, 2000, 1e-2, pretrained=("lite0.",)),
+    ("mfenet", "lite"): Recipe(("hfen.", "aff.", "ffm.", "head."), 1e-3, 16, 800, 1e-2, pretrained=("qen.", "dan.")),
     ("liqe", "lite"): Recipe(("project.", "quality_embed", "scene_embed", "distortion_embed", "mix.", "logit_scale"),
-                             1e-3, 32, 3000, pretrained=("trunk.",)),
+                             1e-3, 32, 3000, 1e-2, pretrained=("trunk.",)),
     ("nemg", "paper"): Recipe((), 2e-4, 40, 20000, weight_decay=1e-3, pretrained=("resnet.",)),
     ("gsn", "paper"): Recipe((), 1e-4, 32, 20000, pretrained=("resnet.",)),
     ("mfenet", "paper"): Recipe(("qen.", "hfen.", "aff.", "ffm.", "head."), 1e-4, 32, 20000, pretrained=("qen.", "dan.")),
@@ -151,22 +151,51 @@ def loss_liqe(model, b):
 LOSSES: dict[str, Callable] = {"nemg": loss_nemg, "gsn": loss_gsn, "mfenet": loss_mfenet, "liqe": loss_liqe}
 TRUNKS = {"nemg": ("lite0",), "gsn": ("lite0",), "mfenet": ("qen", "dan"), "liqe": ("trunk",)}
 _TAPS = tuple(f"tap{t}" for t in features.TAPS)
+_GSN_TAPS = tuple(f"gsn_tap{t}" for t in features.TAPS)
 
 
-def cached_batch(name: str, cache: features.FeatureCache, idx: np.ndarray) -> tuple[dict, list[torch.Tensor]]:
-    """A batch from the feature cache: pixel inputs where the model reads pixels beside its trunk, and the trunk taps."""
+AUG_CROP = 160  # training sub-crop of a cached 224 crop; its offsets are multiples of the trunk's largest stride
+AUG_OFFSETS = (0, 32, 64)
+
+
+def _sub_crop(t: torch.Tensor, top: int, left: int, flip: bool) -> torch.Tensor:
+    """The AUG_CROP window at (top, left) in pixels of a cached crop or of one of its tap maps (any stride)."""
+    stride = CROP // t.shape[-1]
+    size = AUG_CROP // stride
+    t = t[..., top // stride: top // stride + size, left // stride: left // stride + size]
+    return t.flip(-1) if flip else t
+
+
+def cached_batch(name: str, cache: features.FeatureCache, idx: np.ndarray,
+                 rng: np.random.Generator) -> tuple[dict, list[torch.Tensor]]:
+    """A batch from the feature cache: pixel inputs where the model reads pixels beside its trunk, and the trunk taps.
+
+    Augmentation without recomputing the trunk: one AUG_CROP window (offsets on the 32 px grid, so
+    every tap map has the window on its own grid) and a horizontal flip, applied alike to the pixels
+    and every tap. Convolutional features of a sub-crop are close to the sub-window of the crop's
+    features (they differ near the borders), and every head pools over space, so the heads see 18
+    views of each cached crop instead of one.
+    """
+    top, left = (int(v) for v in rng.choice(AUG_OFFSETS, size=2))
+    flip = bool(rng.integers(2))
     if name == "nemg":  # Hf and the error-map target read pixels; the trunk gives tap 1 and the OS16 tap 4
-        b = cache.batch(idx, ("pixels", "ref_pixels", "tap1", "tap4_os16"))
+        names = ("pixels", "ref_pixels", "tap1", "tap4_os16")
+    elif name == "mfenet":  # the high-frequency branch reads pixels; QEN and DAN are the same frozen Lite0
+        names = ("pixels", *_TAPS)
+    elif name == "gsn":  # the siamese CDC trunk (its own cached taps) sees cat(reference, distorted)
+        names = (*_GSN_TAPS, *("ref_" + t for t in _GSN_TAPS))
+    else:
+        names = _TAPS
+    b = cache.batch(idx, names)
+    b.update({k: _sub_crop(b[k], top, left, flip) for k in names})
+    dummy = torch.zeros(len(idx), 3, 1, 1)
+    if name == "nemg":
         return {**b, "dist": b["pixels"], "ref": b["ref_pixels"]}, [b["tap1"], b["tap4_os16"]]
-    if name == "mfenet":  # the high-frequency branch reads pixels; QEN and DAN are the same frozen Lite0
-        b = cache.batch(idx, ("pixels", *_TAPS))
+    if name == "mfenet":
         return {**b, "dist": b["pixels"]}, [b[t] for t in _TAPS]
-    if name == "gsn":  # the siamese trunk sees cat(reference, distorted)
-        b = cache.batch(idx, (*_TAPS, *("ref_" + t for t in _TAPS)))
-        dummy = torch.zeros(len(idx), 3, 1, 1)
-        return {**b, "dist": dummy, "ref": dummy}, [torch.cat([b["ref_" + t], b[t]]) for t in _TAPS]
-    b = cache.batch(idx, _TAPS)
-    return {**b, "dist": torch.zeros(len(idx), 3, 1, 1)}, [b[t] for t in _TAPS]
+    if name == "gsn":
+        return {**b, "dist": dummy, "ref": dummy}, [torch.cat([b["ref_" + t], b[t]]) for t in _GSN_TAPS]
+    return {**b, "dist": dummy}, [b[t] for t in _TAPS]
 
 
 # --- validation ------------------------------------------------------------------------------
@@ -291,8 +320,8 @@ def train(name: str, data: str | Path, out: str | Path, variant: str = "lite", s
             group["lr"] = base * schedule(step)
         train_mode(model, recipe)
         if cached:
-            idx = np.random.default_rng([seed, step]).choice(len(cache), size=batch, replace=False)
-            b, taps = cached_batch(name, cache, idx)
+            rng = np.random.default_rng([seed, step])
+            b, taps = cached_batch(name, cache, rng.choice(len(cache), size=batch, replace=False), rng)
             b = {k: v.to(device) for k, v in b.items()}
             with features.replay(model, TRUNKS[name], [t.to(device) for t in taps]):
                 loss, _ = loss_fn(model, b)
