@@ -53,7 +53,7 @@ class Recipe:
 # Lite: the heads on a frozen ImageNet Lite0 (trained from the feature cache). Paper: everything, backbone at
 # a tenth (brief §2, §4, §5), on pixels.
 RECIPES: dict[tuple[str, str], Recipe] = {
-    ("nemg", "lite"): Recipe(("res_out.", "predict_net.", "regression."), 3e-4, 8, 400, 1e-2, pretrained=("lite0.",)),
+    ("nemg", "lite"): Recipe(("res_out.", "predict_net.", "regression."), 1e-4, 8, 400, 1e-4, pretrained=("lite0.",)),
     ("gsn", "lite"): Recipe(("attention.", "project.", "head."), 1e-3, 32, 2000, 1e-2, pretrained=("lite0.",)),
     ("mfenet", "lite"): Recipe(("hfen.", "aff.", "ffm.", "head."), 1e-3, 16, 800, 1e-2, pretrained=("qen.", "dan.")),
     ("liqe", "lite"): Recipe(("project.", "quality_embed", "scene_embed", "distortion_embed", "mix.", "logit_scale"),
@@ -117,6 +117,18 @@ def _normalised(model: QualityModel, x: torch.Tensor) -> torch.Tensor:
     return (x - mean) / std
 
 
+def start_nemg(model: QualityModel) -> None:
+    """Start NEMG's 1×1 regression near the label mean with a small slope.
+
+    From Kaiming init the score starts near 1.2 on labels averaging 0.5; the quickest way down is
+    to push the ReLU sensitivity map below zero everywhere, after which it never recovers (a
+    constant score). Starting at the mean leaves the maps alive to learn.
+    """
+    with torch.no_grad():
+        model.regression[0].weight.mul_(0.1)
+        model.regression[0].bias.fill_(0.5)
+
+
 def loss_nemg(model, b):
     out = model.forward_train(_normalised(model, b["dist"]), _normalised(model, b["ref"]))
     return nemg.training_loss(out, label_scale(model, b["vmaf"])), out["score"]
@@ -154,6 +166,7 @@ _TAPS = tuple(f"tap{t}" for t in features.TAPS)
 _GSN_TAPS = tuple(f"gsn_tap{t}" for t in features.TAPS)
 
 
+GRAD_CLIP = 1.0  # NEMG's 1000×/50×/150× loss weights otherwise kill its ReLU error maps in a few steps
 AUG_CROP = 160  # training sub-crop of a cached 224 crop; its offsets are multiples of the trunk's largest stride
 AUG_OFFSETS = (0, 32, 64)
 
@@ -286,6 +299,8 @@ def train(name: str, data: str | Path, out: str | Path, variant: str = "lite", s
     torch.manual_seed(seed)
     model = registry.create(name, variant, weights=None, device=device)
     trainable = set_trainable(model, recipe)
+    if name == "nemg":
+        start_nemg(model)
     backbone = [p for n, p in model.named_parameters() if p.requires_grad and n.startswith(recipe.pretrained)]
     heads = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith(recipe.pretrained)]
     optimizer = torch.optim.AdamW([{"params": heads, "lr": lr}, {"params": backbone, "lr": lr * recipe.backbone_lr_scale}],
@@ -330,6 +345,7 @@ def train(name: str, data: str | Path, out: str | Path, variant: str = "lite", s
             loss, _ = loss_fn(model, b)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], GRAD_CLIP)
         optimizer.step()
         record = {"step": step + 1, "steps": steps, "loss": round(loss.item(), 5)}
         if val_rows and ((step + 1) % val_every == 0 or step + 1 == steps):
