@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 run: $(VENV)/.installed
 	$(VENV)/bin/vqmon sample $(OUT)/sample
-	$(VENV)/bin/vqmon score $(OUT)/sample/distorted.mp4 --ref $(OUT)/sample/reference.mp4 --out $(OUT)/results
+	$(VENV)/bin/vqmon score $(OUT)/sample/distorted.mp4 --ref $(OUT)/sample/reference.mp4 --model liqe --out $(OUT)/results --report
 
 test: $(VENV)/.installed chromium
 	$(VENV)/bin/pytest -q

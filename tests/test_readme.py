@@ -31,6 +31,9 @@ def test_readme_run_command_scores_the_sample_and_writes_parquet(tmp_path):
     assert "fr.psnr_y" in p.stdout and "black: 6.000–6.480 s" in p.stdout and "freeze:" in p.stdout
     frames = ds.dataset(str(tmp_path / "results" / "frames"), format="parquet").to_table()
     assert set(frames.column("frame_index").to_pylist()) == set(range(200))
+    models = {m for m in frames.column("model").to_pylist() if m}
+    assert any(m.startswith("liqe/lite@") and not m.endswith("@untrained") for m in models), models  # shipped weights
+    assert (tmp_path / "results" / "report.html").stat().st_size > 10_000
 
 
 def test_readme_alert_rules_parse():

@@ -15,7 +15,7 @@ from PIL import Image
 from skimage import data
 
 from models import registry
-from models.weights import WeightsError, load, read_state_dict
+from models.weights import WEIGHTS_DIR, WeightsError, load, manifest_entries, read_state_dict
 from monitor.cli import main
 from pipelines.train import corpus
 from pipelines.train.train import train
@@ -118,20 +118,27 @@ def test_cli_train_and_corpus_errors(tiny_corpus, tmp_path, capsys):
     assert "pristine folder not found" in capsys.readouterr().err
 
 
-def test_shipped_weights_rank_a_blur_ladder():
-    """The default weights: every lite model loads offline and scores a photo above its blurred copies."""
+@pytest.mark.parametrize("entry", manifest_entries(), ids=lambda e: f"{e['name']}-{e['variant']}")
+def test_shipped_weights_rank_a_blur_ladder(entry):
+    """Every shipped default loads offline (sha256 checked) and scores a photo above its blurred copies."""
     from scipy import ndimage
 
     img = np.asarray(Image.fromarray(data.astronaut()).resize((320, 320))).astype(np.float32)
     ladder = [img] + [ndimage.gaussian_filter(img, sigma=(s, s, 0)) for s in (1.5, 4.0)]
     frames = torch.from_numpy(np.stack(ladder)).permute(0, 3, 1, 2) / 255
-    for name in ("liqe", "mfenet", "nemg", "gsn"):
-        model = registry.create(name)
-        assert model.trained
-        with torch.no_grad():
-            refs = frames[:1].expand_as(frames) if model.info.kind == "FR" else None
-            q = model.normalise(model.score_frames(frames, refs)["quality"])
-        assert q[0] > q[1] > q[2], (name, q.tolist())
+    model = registry.create(entry["name"], entry["variant"])
+    assert model.trained and model.weights_sha256 == entry["sha256"]
+    with torch.no_grad():
+        refs = frames[:1].expand_as(frames) if model.info.kind == "FR" else None
+        q = model.normalise(model.score_frames(frames, refs)["quality"])
+    assert q[0] > q[1] > q[2], (entry["name"], q.tolist())
+
+
+def test_lite_defaults_ship_small():
+    shipped = {(e["name"], e["variant"]) for e in manifest_entries()}
+    assert {("liqe", "lite"), ("mfenet", "lite"), ("gsn", "lite")} <= shipped
+    for e in manifest_entries():
+        assert (WEIGHTS_DIR / e["file"]).stat().st_size < 10e6 and e["metrics"] and e["teacher"]
 
 
 def test_paper_recipe_trains_on_pixel_crops(tiny_corpus, tmp_path):

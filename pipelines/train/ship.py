@@ -45,8 +45,14 @@ CARD = """# {name}/{variant}: default weights
 {metrics}
 - **Limits**: learned from one teacher on synthetic distortions of photos. Not trained on
   contrast or exposure changes (VMAF judges them poorly), nor on in-the-wild camera content,
-  screen content, HDR or interlaced video. VMAF's own blind spots are inherited.
+  screen content, HDR or interlaced video. VMAF's own blind spots are inherited.{nr_limits}
 """
+
+
+NR_LIMITS = """
+  No-reference scores rank the versions of one content far better than they compare different
+  contents (see the within-source SRCC of `vqmon eval`); on unseen 720p video they can be far
+  off. Prefer alert rules on drops within a stream (`drop`, `cusum`) to one absolute threshold."""
 
 
 def ship(run: Path, metrics_table: Path | None = None) -> dict:
@@ -72,7 +78,8 @@ def ship(run: Path, metrics_table: Path | None = None) -> dict:
         name=name, variant=variant, file=dst.name, size_kb=dst.stat().st_size / 1024, sha256=entry["sha256"],
         kind=model.info.kind, lo=lo, hi=hi, teacher=info["teacher"], training_data=info["training_data"],
         seed=info["seed"], steps=info["steps"], batch=info["batch"], lr=info["lr"],
-        minutes=info.get("train_minutes", info.get("seconds_this_run", 0) / 60), metrics=lines))
+        minutes=info.get("train_minutes", info.get("seconds_this_run", 0) / 60), metrics=lines,
+        nr_limits="" if model.info.kind == "FR" else NR_LIMITS))
     return entry
 
 

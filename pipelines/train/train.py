@@ -359,8 +359,9 @@ def train(name: str, data: str | Path, out: str | Path, variant: str = "lite", s
             (out / "history.json").write_text(json.dumps(history))
         step += 1
     info = {"model": name, "variant": variant, "steps": steps, "batch": batch, "lr": lr, "seed": seed,
-            "training_data": f"{root.name}: {len(train_rows)} VMAF-labelled training items "
-                             f"({len({r['source'] for r in train_rows})} sources)",
+            "training_data": f"{'+'.join(sorted({r['subset'] for r in train_rows}))} (corpus split train): "
+                             f"{len(train_rows)} VMAF-labelled distorted items of "
+                             f"{len({r['source'] for r in train_rows})} pristine sources, seed {seed}",
             "teacher": "VMAF vmaf_v0.6.1 (libvmaf, FFmpeg of imageio-ffmpeg)",
             "val_srcc": next((h["val_srcc"] for h in reversed(history) if "val_srcc" in h), None),
             "val_items": len(val_rows), "seconds_this_run": round(time.monotonic() - t0, 1)}
