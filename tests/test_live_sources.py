@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from broker import free_port
+from waiting import wait_for
 from monitor.errors import InputError
 from monitor.records import to_json
 from monitor.samples import encode, panned_frames
@@ -44,13 +45,6 @@ class Consumer(threading.Thread):
 class QuietFiles(SimpleHTTPRequestHandler):
     def log_message(self, *args):  # keep request lines out of the test output
         pass
-
-
-def wait_for(condition, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 def kinds(events) -> list[str]:

@@ -9,6 +9,7 @@ import time
 import pytest
 import ray
 
+from waiting import wait_for
 from monitor import config
 from monitor.cli import main
 from monitor.samples import encode, panned_frames
@@ -23,16 +24,6 @@ def ray_local():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
     yield
     ray.shutdown()
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_three_live_monitors_and_a_restart_after_a_crash(tmp_path):
