@@ -17,14 +17,14 @@ import math
 import warnings
 
 import numpy as np
-from scipy import optimize, stats
+from scipy import optimize, special, stats
 
 STATS = ("srcc", "krcc", "plcc", "rmse")
 
 
 def logistic4(x, b1, b2, b3, b4):
     """VQEG 4-parameter logistic: b1/b2 are the upper/lower asymptotes, b3 the centre, |b4| the slope scale."""
-    return (b1 - b2) / (1.0 + np.exp(-(x - b3) / np.abs(b4))) + b2
+    return (b1 - b2) * special.expit((x - b3) / np.abs(b4)) + b2  # expit: no overflow far from the centre
 
 
 def fit_mapping(pred: np.ndarray, mos: np.ndarray):
