@@ -109,7 +109,7 @@ def even_crop(img: np.ndarray) -> np.ndarray:
 def read_rgb(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
+            return np.array(im.convert("RGB"))
     except OSError as e:
         raise InputError(f"{path}: not a readable image ({e})") from None
 

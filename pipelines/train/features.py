@@ -19,19 +19,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 
 from models.backbones.lite0 import IMAGENET_MEAN, IMAGENET_STD, lite0_features
-from pipelines.train.corpus import stable_rng
+from pipelines.train.corpus import read_rgb, stable_rng
 
 CROP = 224
 TAPS = (1, 2, 3, 4)  # Lite0 taps at strides 4/8/16/32 (GSN, MFENet, LIQE)
-
-
-def _read(path: Path) -> np.ndarray:
-    with Image.open(path) as im:
-        return np.array(im.convert("RGB"))
 
 
 def positions(source: str, h: int, w: int, count: int, seed: int) -> list[tuple[int, int]]:
@@ -133,8 +127,8 @@ def build(corpus_root: Path, rows: list[dict], seed: int = 0, crops_per_source: 
             os.replace(out / f".{k}.npy", out / f"{k}.npy")
 
     cut = lambda img, top, left: img[top:top + CROP, left:left + CROP]  # noqa: E731
-    write("ref_", ref_slots, lambda s: cut(_read(corpus_root / first[s[0]]["ref_path"]), s[1], s[2]))
-    write("", crops, lambda c: cut(_read(corpus_root / c[0]["path"]), c[1], c[2]))
+    write("ref_", ref_slots, lambda s: cut(read_rgb(corpus_root / first[s[0]]["ref_path"]), s[1], s[2]))
+    write("", crops, lambda c: cut(read_rgb(corpus_root / c[0]["path"]), c[1], c[2]))
     meta = {"seed": seed, "crops_per_source": crops_per_source, "ref_index": [c[3] for c in crops],
             "vmaf": [c[0]["vmaf"] for c in crops], "coarse": [DISTORTION_INDEX.get(c[0]["coarse"], -1) for c in crops],
             "items": [c[0]["item"] for c in crops]}

@@ -26,7 +26,6 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from models import gsn, liqe, mfenet, nemg, registry
 from models.base import QualityModel
@@ -34,7 +33,8 @@ from models.weights import save
 from monitor.errors import InputError
 from monitor.scoring import keep_large_tensors_in_heap
 from pipelines.train import corpus as corpus_mod
-from pipelines.train import features
+from pipelines.train import evaluate, features
+from pipelines.train.metrics import correlations
 
 CROP = 224
 
@@ -82,16 +82,12 @@ class CropSampler:
             raise InputError(f"{root}: the corpus has no VMAF-labelled training items")
         self.root, self.rows, self.seed = root, rows, seed
 
-    def _read(self, rel: str) -> np.ndarray:
-        with Image.open(self.root / rel) as im:
-            return np.array(im.convert("RGB"))
-
     def batch(self, step: int, size: int) -> dict[str, torch.Tensor]:
         rng = np.random.default_rng([self.seed, step])
         dist, ref, vmaf, coarse = [], [], [], []
         for i in rng.choice(len(self.rows), size=size, replace=False):
             row = self.rows[int(i)]
-            d, r = self._read(row["path"]), self._read(row["ref_path"])
+            d, r = corpus_mod.read_rgb(self.root / row["path"]), corpus_mod.read_rgb(self.root / row["ref_path"])
             h, w = d.shape[:2]
             if min(h, w) < CROP:
                 raise InputError(f"{self.root / row['path']}: {w}x{h} is smaller than the {CROP} training crop")
@@ -212,35 +208,13 @@ def cached_batch(name: str, cache: features.FeatureCache, idx: np.ndarray,
 
 
 # --- validation ------------------------------------------------------------------------------
-def validation_rows(rows: list[dict], limit: int) -> list[dict]:
+def validation_items(root: Path, limit: int) -> list:
     """Up to `limit` VMAF-labelled validation items, evenly spread over the corpus order (all subsets)."""
-    if len(rows) <= limit:
-        return rows
-    keep = np.linspace(0, len(rows) - 1, limit).round().astype(int)
-    return [rows[i] for i in keep]
-
-
-def _tensor(path: Path) -> torch.Tensor:
-    with Image.open(path) as im:
-        return torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1)[None].float() / 255
-
-
-@torch.no_grad()
-def predict_rows(model: QualityModel, root: Path, rows: list[dict]) -> np.ndarray:
-    """Native scores of whole items under the model's own frame protocol."""
-    model.eval()
-    scores = []
-    for row in rows:
-        x = _tensor(root / row["path"]).to(model.device)
-        ref = _tensor(root / row["ref_path"]).to(model.device) if model.info.kind == "FR" else None
-        scores.append(float(model.score_frames(x, ref)["quality"][0]))
-    return np.asarray(scores)
-
-
-def srcc(a, b) -> float:
-    from scipy.stats import spearmanr
-
-    return float(spearmanr(a, b).statistic)
+    if limit <= 0:
+        return []
+    items = evaluate.read_corpus(root, "val")
+    keep = np.linspace(0, len(items) - 1, min(limit, len(items))).round().astype(int)
+    return [items[i] for i in dict.fromkeys(keep.tolist())]
 
 
 # --- the loop ------------------------------------------------------------------------------------
@@ -294,7 +268,7 @@ def train(name: str, data: str | Path, out: str | Path, variant: str = "lite", s
     out.mkdir(parents=True, exist_ok=True)
     rows = corpus_mod.load(root).to_pylist()
     train_rows = [r for r in rows if r["split"] == "train" and r["teacher"] == "vmaf" and r["vmaf"] is not None]
-    val_rows = validation_rows([r for r in rows if r["split"] == "val" and r["teacher"] == "vmaf" and r["vmaf"] is not None], val_items)
+    val_rows = validation_items(root, val_items)
     keep_large_tensors_in_heap()
     torch.manual_seed(seed)
     model = registry.create(name, variant, weights=None, device=device)
@@ -349,8 +323,8 @@ def train(name: str, data: str | Path, out: str | Path, variant: str = "lite", s
         optimizer.step()
         record = {"step": step + 1, "steps": steps, "loss": round(loss.item(), 5)}
         if val_rows and ((step + 1) % val_every == 0 or step + 1 == steps):
-            pred = predict_rows(model, root, val_rows)
-            record["val_srcc"] = round(srcc(pred, [r["vmaf"] for r in val_rows]), 4)
+            pred = evaluate.predict(model, val_rows, device)
+            record["val_srcc"] = round(correlations(pred, [it.mos for it in val_rows], n_boot=0)["srcc"], 4)
         history.append(record)
         if progress:
             progress(record)
