@@ -248,6 +248,7 @@ def main() -> None:
               "frames already on the device, untrained weights: cost does not depend on them)",
               ["model", "variant", *[f"batch {b}" for b in batches], "peak MiB per batch" if cuda else "—"], mrows)
 
+        torch.backends.cudnn.benchmark = False  # as the monitor runs: live batches vary in size
         e2e = end_to_end_rows(clip, ref, args.device)
         table(f"End to end `score_file` on {device.type}, one stream, {size[1]}×{size[0]} (decode on CPU)",
               ["scorers", "frames decoded", "frames scored", "decoded frames/s"], e2e)
