@@ -291,12 +291,14 @@ class StreamPipeline:
 
 def score_file(path: str, ref: str | None = None, ref_offset: int = 0, sampler: Sampler | None = None,
                window: WindowSpec = WindowSpec(2.0), sinks=(), device: str = "auto", batch_size: int = 8,
-               stream_id: str | None = None, models=(), alerts=None, thumbnails=None, on_progress=None) -> RunSummary:
+               stream_id: str | None = None, models=(), alerts=None, thumbnails=None, on_progress=None,
+               signal_kernels: str = "auto") -> RunSummary:
     """Score one file (optionally against a reference file) and write records to `sinks`.
 
     `models`: quality models (from models.registry.create) scored on every sampled frame besides the signals.
     `alerts`: an AlertEngine whose events go to the sinks with the other records; `thumbnails`: the
     ThumbnailStore that engine writes evidence pictures from (recent frames are added to it).
+    `signal_kernels`: see SignalScorer ("torch" forces the batched torch signals on a CPU).
     """
     sampler = sampler or Sampler()
     source = FileSource(path, stream_id=stream_id)
@@ -304,7 +306,7 @@ def score_file(path: str, ref: str | None = None, ref_offset: int = 0, sampler: 
     pairer = ReferencePairer(ref_source, ref_offset) if ref_source else None
     summary = RunSummary(path, source.stream_id, source.info, sampler.describe(), reference=ref)
     dev = pick_device(device)
-    scorers = [SignalScorer(dev)] + [ModelScorer(m, dev) for m in models]
+    scorers = [SignalScorer(dev, kernels=signal_kernels)] + [ModelScorer(m, dev) for m in models]
     pipe = StreamPipeline(source, pairer=pairer, sampler=sampler, window=window, sinks=sinks, scorers=scorers,
                           alerts=alerts, batch_size=batch_size, thumbnails=thumbnails)
     started = time.perf_counter()

@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import torch
 
-from monitor import signals
+from monitor import signals, signals_cpu
 from monitor.frames import Frame
 
 
@@ -53,23 +53,49 @@ def luma_batch(frames: list[Frame], device: torch.device) -> torch.Tensor:
 
 
 class SignalScorer:
-    """The cheap signals of monitor.signals; FR ones only for frames that have a paired reference."""
+    """The cheap signals; FR ones only for frames that have a paired reference.
+
+    On CUDA the torch versions (monitor.signals) run on the whole batch; on a CPU the OpenCV
+    versions (monitor.signals_cpu) run frame by frame on the decoded planes, several times faster.
+    `kernels="torch"` forces the torch versions on a CPU too (benchmarks compare the two).
+    """
 
     metrics = signals.METRICS
     models: dict[str, str] = {}
     needs_rgb = False
 
-    def __init__(self, device: torch.device, full_range: bool = False):
+    def __init__(self, device: torch.device, full_range: bool = False, kernels: str = "auto"):
+        if kernels not in ("auto", "torch"):
+            raise ValueError(f"kernels must be 'auto' or 'torch', got {kernels!r}")
         if device.type == "cpu":
             keep_large_tensors_in_heap()
         self.device = device
         self.full_range = full_range
-        self._prev: torch.Tensor | None = None
+        self.opencv = device.type == "cpu" and kernels == "auto"
+        self._prev = None  # the previous sampled frame's luma (tensor on the device, or CPU plane)
+
+    def score(self, frames: list[Frame], refs: list[Frame | None]) -> tuple[dict[str, np.ndarray], dict]:
+        if self.opencv:
+            return self._score_cpu(frames, refs), {}
+        return self._score_batched(frames, refs), {}
+
+    def _score_cpu(self, frames: list[Frame], refs: list[Frame | None]) -> dict[str, np.ndarray]:
+        rows = []
+        for f, ref in zip(frames, refs):
+            y = signals_cpu.plane(f.y, f.bit_depth)
+            row = signals_cpu.compute(y, self._prev, self.full_range)
+            if ref is not None:
+                r = signals_cpu.plane(ref.y, ref.bit_depth)
+                row["fr.psnr_y"], row["fr.ssim_y"] = signals_cpu.psnr_y(y, r), signals_cpu.ssim_y(y, r)
+            rows.append(row)
+            self._prev = y
+        names = list(rows[0]) + (["fr.psnr_y", "fr.ssim_y"] if any(r is not None for r in refs) else [])
+        return {m: np.array([row.get(m, np.nan) for row in rows], dtype=np.float64) for m in names}
 
     @torch.inference_mode()
-    def score(self, frames: list[Frame], refs: list[Frame | None]) -> tuple[dict[str, np.ndarray], dict]:
+    def _score_batched(self, frames: list[Frame], refs: list[Frame | None]) -> dict[str, np.ndarray]:
         y = luma_batch(frames, self.device)
-        prev = self._prev if self._prev is not None and self._prev.shape == y.shape[1:] else None
+        prev = self._prev if isinstance(self._prev, torch.Tensor) and self._prev.shape == y.shape[1:] else None
         out = {k: v.cpu().numpy() for k, v in signals.compute(y, prev, self.full_range).items()}
         self._prev = y[-1]
         paired = [i for i, r in enumerate(refs) if r is not None]
@@ -80,7 +106,7 @@ class SignalScorer:
                 col = np.full(len(frames), np.nan)
                 col[paired] = fn(d, r).cpu().numpy()
                 out[name] = col
-        return out, {}
+        return out
 
 
 def rgb_batch(frames: list[Frame], device: torch.device) -> torch.Tensor:

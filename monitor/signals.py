@@ -69,30 +69,45 @@ def psnr_y(d: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
 def ssim_y(d: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
     """SSIM as FFmpeg's `ssim` filter computes it: unweighted 8×8 windows on a 4-pixel grid, its constants.
 
-    Like FFmpeg, sums 4×4 blocks first and adds 2×2 neighbouring blocks into windows; the
-    window sums go to float64 so the variance terms (differences of ~1e9 numbers) stay exact.
+    Like FFmpeg, sums 4×4 blocks first and adds 2×2 neighbouring blocks into windows.
     """
     n, h, w = d.shape
     h4, w4 = h // 4, w // 4
 
     def block_sums(x: torch.Tensor) -> torch.Tensor:
-        s = (F.avg_pool2d(x[:, None, : h4 * 4, : w4 * 4], 4)[:, 0] * 16).double()
+        return (F.avg_pool2d(x[:, None, : h4 * 4, : w4 * 4], 4)[:, 0] * 16).double()
+
+    return ssim_from_block_sums(block_sums(d), block_sums(r), block_sums(d * d + r * r), block_sums(d * r)).to(d.dtype)
+
+
+def ssim_from_block_sums(s1, s2, ss, s12):
+    """Mean SSIM per frame from N×(H/4)×(W/4) float64 sums over 4×4 blocks of d, r, d²+r² and d·r.
+
+    Float64 keeps the variance terms (differences of ~1e9 numbers) exact. Takes torch tensors or
+    numpy arrays alike (the CPU path passes numpy: tiny torch ops there cost more than the math).
+    """
+
+    def windows(s):
         return s[:, :-1, :-1] + s[:, 1:, :-1] + s[:, :-1, 1:] + s[:, 1:, 1:]
 
-    s1, s2 = block_sums(d), block_sums(r)
-    ss, s12 = block_sums(d * d + r * r), block_sums(d * r)
+    s1, s2, ss, s12 = windows(s1), windows(s2), windows(ss), windows(s12)
     px = 64.0
     c1 = round(0.01**2 * 255**2 * px)
     c2 = round(0.03**2 * 255**2 * px * (px - 1))
     var = ss * px - s1 * s1 - s2 * s2
     cov = s12 * px - s1 * s2
     ssim = (2 * s1 * s2 + c1) * (2 * cov + c2) / ((s1 * s1 + s2 * s2 + c1) * (var + c2))
-    return ssim.mean(dim=(1, 2)).to(d.dtype)
+    return ssim.sum((1, 2)) / (ssim.shape[1] * ssim.shape[2])
+
+
+def black_threshold(full_range: bool) -> float:
+    """Luma (8-bit units) at or below which a pixel is black: 10 % of the nominal range above black level."""
+    black, white = (0.0, 255.0) if full_range else (16.0, 235.0)
+    return black + BLACK_PIXEL_TH * (white - black)
 
 
 def black_ratio(y: torch.Tensor, full_range: bool) -> torch.Tensor:
-    black, white = (0.0, 255.0) if full_range else (16.0, 235.0)
-    return (y <= black + BLACK_PIXEL_TH * (white - black)).flatten(1).count_nonzero(dim=1) / (y.shape[1] * y.shape[2])
+    return (y <= black_threshold(full_range)).flatten(1).count_nonzero(dim=1) / (y.shape[1] * y.shape[2])
 
 
 def blockiness(y: torch.Tensor) -> torch.Tensor:
@@ -102,9 +117,17 @@ def blockiness(y: torch.Tensor) -> torch.Tensor:
     """
     cols = (y[:, :, 1:] - y[:, :, :-1]).abs_().sum(dim=1)  # N × (W-1): step between column x and x+1
     rows = (y[:, 1:, :] - y[:, :-1, :]).abs_().sum(dim=2)  # N × (H-1)
-    edge = cols[:, 7::8].sum(dim=1) + rows[:, 7::8].sum(dim=1)
-    inner = cols.sum(dim=1) + rows.sum(dim=1) - edge
-    h, w = y.shape[1:]
+    return blockiness_from_steps(cols, rows)
+
+
+def blockiness_from_steps(cols, rows):
+    """Blockiness from per-frame sums of |Δ| between neighbouring columns (N×(W-1)) and rows (N×(H-1)).
+
+    Takes torch tensors or numpy arrays alike.
+    """
+    w, h = cols.shape[1] + 1, rows.shape[1] + 1
+    edge = cols[:, 7::8].sum(1) + rows[:, 7::8].sum(1)
+    inner = cols.sum(1) + rows.sum(1) - edge
     n_edge = cols[:, 7::8].shape[1] * h + rows[:, 7::8].shape[1] * w
     n_inner = (w - 1) * h + (h - 1) * w - n_edge
     eps = 0.05  # 8-bit units: keeps flat frames (black, slates) near 1 instead of 0/0
