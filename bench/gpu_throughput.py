@@ -185,6 +185,40 @@ def end_to_end_rows(clip: str, ref: str, device: str) -> list[list]:
     return rows
 
 
+def stage_rows(clip: str, device: torch.device, batch: int = 8) -> list[list]:
+    """Where one stream's time goes: each stage of the signals + LIQE-lite path timed alone, ms per frame."""
+    from monitor.scoring import ModelScorer, SignalScorer
+
+    with FileSource(clip) as src:
+        start = time.perf_counter()
+        frames = list(src)
+        decode_ms = (time.perf_counter() - start) * 1000 / len(frames)
+    start = time.perf_counter()
+    for f in frames:
+        f.y  # noqa: B018
+    luma_ms = (time.perf_counter() - start) * 1000 / len(frames)
+    start = time.perf_counter()
+    for f in frames:
+        f.rgb()
+    rgb_ms = (time.perf_counter() - start) * 1000 / len(frames)
+    batches = [frames[i : i + batch] for i in range(0, len(frames) - batch + 1, batch)]
+    rows = [[f"decode (PyAV, threads AUTO), {len(frames)} frames", f"{decode_ms:.2f}"],
+            ["luma plane extraction (Frame.y)", f"{luma_ms:.2f}"],
+            ["RGB conversion (Frame.rgb, swscale, one thread)", f"{rgb_ms:.2f}"]]
+    for label, scorer in (("SignalScorer.score", SignalScorer(device)),
+                          ("ModelScorer(liqe-lite).score", ModelScorer(registry.create("liqe"), device))):
+        for b in batches[:2]:  # warm-up
+            scorer.score(b, [None] * len(b))
+        sync(device)
+        start = time.perf_counter()
+        for b in batches:
+            scorer.score(b, [None] * len(b))
+        sync(device)
+        ms = (time.perf_counter() - start) * 1000 / (len(batches) * batch)
+        rows.append([f"{label}, batches of {batch} (host→device copy included)", f"{ms:.2f}"])
+    return rows
+
+
 STREAM_PROBE = """
 import json, sys, torch
 from models import registry
@@ -252,6 +286,8 @@ def main() -> None:
         e2e = end_to_end_rows(clip, ref, args.device)
         table(f"End to end `score_file` on {device.type}, one stream, {size[1]}×{size[0]} (decode on CPU)",
               ["scorers", "frames decoded", "frames scored", "decoded frames/s"], e2e)
+        table(f"Where one stream's time goes, {size[1]}×{size[0]}, each stage alone",
+              ["stage", "ms per frame"], stage_rows(clip, device))
 
         if cuda:
             srows = []
