@@ -66,18 +66,25 @@ def sharpness(y: np.ndarray) -> float:
 
 
 def spatial_information(y: np.ndarray) -> float:
-    """P.910 SI: std of the Sobel magnitude over the valid region, from its sum and sum of squares per strip."""
+    """P.910 SI: std of the Sobel magnitude over the valid region, from its sum and sum of squares per strip.
+
+    8-bit planes get both Sobel gradients from one int16 pass (`spatialGradient`); each strip's
+    magnitude is taken over whole rows (contiguous) and the two border columns are subtracted.
+    """
     h, w = y.shape
     if h < 3 or w < 3:
         return math.nan
     total = total_sq = 0.0
     for top in range(0, h - 2, STRIP):
         part = y[top : top + STRIP + 2]
-        gx = cv2.Sobel(part, cv2.CV_32F, 1, 0, ksize=3)[1:-1, 1:-1]
-        gy = cv2.Sobel(part, cv2.CV_32F, 0, 1, ksize=3)[1:-1, 1:-1]
+        if y.dtype == np.uint8:
+            gx, gy = (g[1:-1].astype(np.float32) for g in cv2.spatialGradient(part))
+        else:
+            gx, gy = (cv2.Sobel(part, cv2.CV_32F, dx, 1 - dx, ksize=3)[1:-1] for dx in (1, 0))
         mag = cv2.magnitude(gx, gy)
-        total += cv2.sumElems(mag)[0]
-        total_sq += cv2.norm(mag, cv2.NORM_L2SQR)
+        border = np.concatenate([mag[:, 0], mag[:, -1]]).astype(np.float64)
+        total += cv2.sumElems(mag)[0] - border.sum()
+        total_sq += cv2.norm(mag, cv2.NORM_L2SQR) - border @ border
     n = (h - 2) * (w - 2)
     return math.sqrt(max(total_sq / n - (total / n) ** 2, 0.0))
 
