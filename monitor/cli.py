@@ -255,6 +255,10 @@ def watch_config(args):
         stream["ref"] = args.ref
     if args.max_reconnects is not None:
         stream["max_reconnects"] = args.max_reconnects
+    if args.max_lag is not None:
+        stream["max_lag"] = args.max_lag
+    if args.no_adaptive:
+        stream["adaptive"] = False
     if args.alerts:
         stream["alerts"] = config.load_rules(args.alerts)
     sinks = {}
@@ -499,6 +503,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                      "(host 127.0.0.1 unless given)")
     w.add_argument("--device", default="auto")
     w.add_argument("--max-reconnects", type=int, help="give up after N failed reconnects (default: never)")
+    w.add_argument("--max-lag", metavar="DURATION", help="a live stream whose frames wait longer than this to be "
+                                                       "scored is behind (default 2s)")
+    w.add_argument("--no-adaptive", action="store_true", help="keep the --sample rate while behind (default: lower "
+                                                              "it to what scoring sustains, raise it back later)")
     w.add_argument("--duration", type=float, help="stop after this many seconds (demos, tests)")
     w.add_argument("-q", "--quiet", action="store_true", help="no status line")
     w.set_defaults(func=cmd_watch)

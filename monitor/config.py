@@ -7,6 +7,8 @@ config fails at start-up and never hours later inside a stream thread.
     defaults:                   # applied to every stream unless it says otherwise
       sample: 5fps
       window: 10s/2s
+      max_lag: 2s               # a live stream whose scored frames lag more than this is `behind` (a duration)
+      adaptive: true            # behind: lower the sampling to what the scorers sustain, raise it back later
       models: [liqe]
       alerts:
         - {name: low-quality, kind: level, metric: nr.liqe, stat: p10, below: 40, for: 10s, recover_above: 45, recover_for: 5s}
@@ -35,7 +37,7 @@ from dataclasses import dataclass, field, fields
 from monitor.errors import InputError
 
 STREAM_KEYS = {"id", "url", "listen", "realtime", "ref", "ref_listen", "sample", "window", "models", "alerts",
-               "rtsp_transport", "open_timeout", "read_timeout", "max_reconnects"}
+               "rtsp_transport", "open_timeout", "read_timeout", "max_reconnects", "max_lag", "adaptive"}
 SINK_KEYS = {"parquet": {"out", "roll", "rows"}, "kafka": {"bootstrap", "topic_prefix", "spool"},
              "otel": {"exporter", "prometheus"}, "jsonl": {"out"}, "webhook": {"url", "retries"}}
 RAY_KEYS = {"num_gpus", "num_cpus", "backoff", "max_backoff"}
@@ -57,6 +59,8 @@ class StreamConfig:
     open_timeout: float = 10.0
     read_timeout: float = 5.0
     max_reconnects: int | None = None
+    max_lag: float = 2.0  # seconds from receiving a frame to scoring it beyond which the stream is `behind`
+    adaptive: bool = True  # lower the sampling while behind (live streams and realtime replays)
 
 
 @dataclass
@@ -121,6 +125,8 @@ def parse(data, source: str = "config") -> WatchConfig:
         if merged["id"] in seen:
             raise InputError(f"{where}: duplicate stream id {merged['id']!r}")
         seen.add(merged["id"])
+        if "max_lag" in merged:
+            merged["max_lag"] = _seconds(merged["max_lag"], f"{where}: max_lag")
         streams.append(_typed(StreamConfig, merged, where))
     sinks = data.get("sinks") or {}
     if not isinstance(sinks, dict):
@@ -151,6 +157,18 @@ def parse(data, source: str = "config") -> WatchConfig:
                 raise InputError(f"{source}: ray.{key}: {e}") from None
     return WatchConfig(streams, {k: dict(v or {}) for k, v in sinks.items()}, str(data.get("device", "auto")),
                        None if http is None else str(http), dict(placement))
+
+
+def _seconds(value, where: str) -> float:
+    """A duration given as seconds (a positive number) or text such as 2s or 500ms."""
+    from monitor.cli import parse_duration
+
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+        return float(value)
+    try:
+        return parse_duration(str(value))
+    except InputError as e:
+        raise InputError(f"{where}: {e}") from None
 
 
 def _check_keys(d: dict, allowed: set[str], where: str) -> None:

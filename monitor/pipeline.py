@@ -2,6 +2,8 @@
 
 Decoding (and luma extraction) runs in a background thread feeding a bounded queue, so the
 decoder and the scorers overlap; frames are scored in batches so the torch work is vectorised.
+A live source must keep up instead: its reader never waits on the queue (a blocked reader
+stalls the network socket), and a `KeepUp` measures the lag and adapts the sampling.
 """
 from __future__ import annotations
 
@@ -16,8 +18,8 @@ import torch
 
 from monitor.align import ReferencePairer
 from monitor.frames import Frame
-from monitor.records import FrameScore
-from monitor.sampling import Sampler
+from monitor.records import FrameScore, StreamEvent, utcnow
+from monitor.sampling import KeepUp, Sampler
 from monitor.scoring import ModelScorer, SignalScorer, pick_device
 from monitor.signals import BLACK_FRAME_RATIO, FREEZE_MAFD, segments
 from monitor.sources import FileSource, StreamInfo
@@ -84,14 +86,47 @@ class _Item:
 _END = object()
 
 
+class _FrameQueue(queue.Queue):
+    """The bounded decoder→scorer queue, which a live reader makes room in instead of waiting."""
+
+    def make_room(self) -> bool:
+        """Whether a put would not block now; when full, the oldest unsampled frame (needed only for coverage) goes."""
+        with self.mutex:
+            if self._qsize() < self.maxsize:
+                return True
+            for i, item in enumerate(self.queue):
+                if isinstance(item, _Item) and not item.sampled:
+                    del self.queue[i]
+                    return True
+            return False
+
+    def thin(self, fps: float) -> None:
+        """Sample the queued frames again at `fps`: those closer than 1/fps to the last one kept are left unscored."""
+        with self.mutex:
+            last = -math.inf
+            for item in self.queue:
+                if isinstance(item, _Item) and item.sampled:
+                    if item.t - last < 1.0 / fps - 1e-9:
+                        item.sampled, item.ref, item.alignment = False, None, None
+                    else:
+                        last = item.t
+
+
 class _Decoder(threading.Thread):
-    """Decodes, samples, pairs and extracts luma ahead of the scorers."""
+    """Decodes, samples, pairs and extracts luma ahead of the scorers.
+
+    With `live`, a full queue never blocks the reader: an unsampled frame queued is dropped to
+    make room, else the new frame is; sampled frames lost that way are counted in `dropped`.
+    """
 
     def __init__(self, source: FileSource, sampler: Sampler, pairer: ReferencePairer | None, need_rgb: bool,
-                 depth: int = 32):
+                 depth: int = 32, live: bool = False):
         super().__init__(daemon=True, name=f"decode-{source.stream_id}")
         self.source, self.sampler, self.pairer, self.need_rgb = source, sampler, pairer, need_rgb
-        self.queue: queue.Queue = queue.Queue(maxsize=depth)
+        self.queue = _FrameQueue(maxsize=depth)
+        self.live = live
+        self.arrived = 0  # frames read from the source
+        self.dropped = 0  # sampled frames dropped because the queue was full (live only)
         self._stop_flag = threading.Event()
         info = getattr(source, "info", None)
         self._period = 1.0 / ((info.fps if info else None) or 25.0)
@@ -101,8 +136,12 @@ class _Decoder(threading.Thread):
             for frame in self.source:
                 if self._stop_flag.is_set():
                     break
+                self.arrived += 1
                 t = frame.pts_s if frame.pts_s is not None else frame.index * self._period
                 item = _Item(frame, t, self.sampler.take(frame.index, t))
+                if self.live and not self.queue.make_room():  # before pairing and conversion: nothing spent on it
+                    self.dropped += item.sampled
+                    continue
                 if item.sampled:
                     if self.pairer is not None:
                         match = self.pairer.match(frame)
@@ -151,13 +190,17 @@ class StreamPipeline:
     (under `sink_lock` when several pipelines share them); a sink with a `flush_interval_s`
     attribute is flushed that often (e.g. Kafka, so outages are noticed and spools replayed).
     With `summarise=False` (live) no per-frame history is kept, so memory stays flat.
+    `keepup` (live sources; None for files, which are scored losslessly) makes the reader drop
+    frames rather than wait, gets each scored batch's lag and emits `behind`/`caught_up` events;
+    it steers its own Sampler, which the pipeline then uses instead of `sampler`.
     """
 
     def __init__(self, source, *, pairer=None, sampler: Sampler | None = None, window: WindowSpec = WindowSpec(2.0),
                  sinks=(), scorers=(), alerts=None, batch_size: int = 8, summarise: bool = True, sink_lock=None,
-                 on_record=None, thumbnails=None):
+                 on_record=None, thumbnails=None, keepup: KeepUp | None = None):
         self.source, self.pairer = source, pairer
-        self.sampler = sampler or Sampler()
+        self.sampler = keepup.sampler if keepup else (sampler or Sampler())
+        self.keepup = keepup
         self.windows = WindowAggregator(window)
         self.sinks, self.scorers, self.alerts = list(sinks), list(scorers), alerts
         self.batch_size, self.summarise = batch_size, summarise
@@ -166,7 +209,8 @@ class StreamPipeline:
         self.thumbnails = thumbnails  # ThumbnailStore holding recent frames for alert evidence
         self.collected: dict[str, list] = {}  # metric → [values], plus "_index"/"_pts" per scored frame
         self.frames_seen = 0
-        self._decoder = _Decoder(source, self.sampler, pairer, need_rgb=any(s.needs_rgb for s in self.scorers))
+        self._decoder = _Decoder(source, self.sampler, pairer, need_rgb=any(s.needs_rgb for s in self.scorers),
+                                 live=keepup is not None)
         self._flushed_at = time.monotonic()
 
     def emit(self, records) -> None:
@@ -227,6 +271,7 @@ class StreamPipeline:
         """Score the sampled frames of `batch`, then replay it in order into windows, alerts and sinks."""
         if not batch:
             return
+        started = time.monotonic()
         sampled = [i for i in batch if i.sampled]
         values: dict[str, np.ndarray] = {}
         extras: dict[str, list] = {}
@@ -278,6 +323,17 @@ class StreamPipeline:
             records += self._alerts_for_windows(closed)
         self.emit(records + closed)
         self._runtime_metrics(batch[0].frame.stream_id, len(batch), timings)
+        if sampled and self.keepup is not None:
+            self._keep_up(sampled[0].frame, len(sampled), time.monotonic() - started)
+
+    def _keep_up(self, oldest: Frame, scored: int, busy_s: float) -> None:
+        """Report a scored batch's lag (that of its oldest frame) to the KeepUp, and emit the events it decides."""
+        lag = (utcnow() - oldest.ingest_ts).total_seconds()
+        d, cap = self._decoder, self.sampler.cap
+        events = self.keepup.observe(time.monotonic(), lag, scored, busy_s, arrived=d.arrived, dropped=d.dropped)
+        if self.sampler.cap is not None and (cap is None or self.sampler.cap < cap):
+            d.queue.thin(self.sampler.cap)  # the queued frames were sampled at a rate the scorers could not sustain
+        self.emit([StreamEvent(oldest.stream_id, name, detail=detail) for name, detail in events])
 
     def _runtime_metrics(self, stream_id: str, decoded: int, timings: dict[str, float]) -> None:
         """Sinks that keep runtime metrics (OTel) get frames decoded and per-frame inference time per scorer."""

@@ -42,6 +42,8 @@ def snapshot(watcher) -> dict:
         history = dict(st.history)
         streams[sid] = {
             "url": urls.get(sid, ""), "state": st.state, "frames": st.frames, "fps": round(st.fps(), 2),
+            "lag_s": _round(st.lag_s()), "behind": st.behind, "sampling": st.sampling,
+            "sample_fps": _round(st.sample_fps), "frames_dropped": st.frames_dropped,
             "restarts": st.restarts, "firing": sorted(set(st.firing)),
             "windows": {m: {"mean": v, "recent": list(history.get(m, ()))} for m, v in sorted(dict(st.last_window).items())},
         }
@@ -59,6 +61,12 @@ class _Collector:
         up = GaugeMetricFamily("vqmon_stream_up", "1 while the stream delivers frames", labels=["stream_id"])
         frames = CounterMetricFamily("vqmon_stream_frames", "frames scored", labels=["stream_id"])
         fps = GaugeMetricFamily("vqmon_stream_fps", "frames scored per second since start", labels=["stream_id"])
+        lag = GaugeMetricFamily("vqmon_stream_lag_seconds", "seconds since the newest scored frame was received",
+                                labels=["stream_id"])
+        behind = GaugeMetricFamily("vqmon_stream_behind", "1 while scoring lags the live stream by more than max_lag",
+                                   labels=["stream_id"])
+        dropped = CounterMetricFamily("vqmon_stream_frames_dropped", "frames to score dropped because scoring lagged",
+                                      labels=["stream_id"])
         score = GaugeMetricFamily("vqmon_window_score_mean", "latest window mean (0-100 score)",
                                   labels=["stream_id", "metric"])
         firing = GaugeMetricFamily("vqmon_alert_firing", "1 while the alert rule fires", labels=["stream_id", "rule"])
@@ -66,11 +74,15 @@ class _Collector:
             up.add_metric([sid], 1.0 if s["state"] == "up" else 0.0)
             frames.add_metric([sid], s["frames"])
             fps.add_metric([sid], s["fps"])
+            if s["lag_s"] is not None:
+                lag.add_metric([sid], s["lag_s"])
+            behind.add_metric([sid], 1.0 if s["behind"] else 0.0)
+            dropped.add_metric([sid], s["frames_dropped"])
             for m, w in s["windows"].items():
                 score.add_metric([sid, m], w["mean"])
             for rule in s["firing"]:
                 firing.add_metric([sid, rule], 1.0)
-        yield from (up, frames, fps, score, firing)
+        yield from (up, frames, fps, lag, behind, dropped, score, firing)
 
 
 class StatusServer:
@@ -130,18 +142,33 @@ def render_html(snap: dict) -> str:
         alerts = "".join(f"<span class=firing>{_e(r)}</span> " for r in s["firing"]) or "—"
         rows.append(f"<tr class=stream data-stream='{_e(sid)}'><td>{_e(sid)}<div class=url>{_e(s['url'])}</div></td>"
                     f"<td class='state {_e(s['state'])}'>{_e(s['state'])}</td><td>{s['frames']}</td>"
-                    f"<td>{s['fps']:.1f}</td><td>{scores}</td><td>{alerts}</td></tr>")
+                    f"<td>{s['fps']:.1f}</td><td class=keepup>{_keepup_cell(s)}</td><td>{scores}</td><td>{alerts}</td></tr>")
     return (f"<!doctype html><html><head><meta charset=utf-8><meta http-equiv=refresh content={REFRESH_S}>"
             "<link rel=icon href='data:,'><title>vqmon status</title><style>"
             "body{font:13px system-ui,sans-serif;margin:16px}table{border-collapse:collapse}"
             "td,th{padding:4px 10px;border-bottom:1px solid #ddd;text-align:left;vertical-align:top}"
-            ".url{color:#777;font-size:11px}.up{color:#1a7f37}.down,.stopped{color:#c62828}"
-            ".firing{background:#c62828;color:#fff;padding:1px 5px;border-radius:3px}"
+            ".url,.note{color:#777;font-size:11px}.up{color:#1a7f37}.down,.stopped{color:#c62828}"
+            ".firing,.behind{background:#c62828;color:#fff;padding:1px 5px;border-radius:3px}"
             ".metric svg{vertical-align:middle}</style></head><body><h1>vqmon status</h1>"
-            "<table><tr><th>stream</th><th>state</th><th>frames</th><th>fps</th><th>latest windows</th>"
+            "<table><tr><th>stream</th><th>state</th><th>frames</th><th>fps</th><th>lag · sampling</th><th>latest windows</th>"
             f"<th>alerts firing</th></tr>{''.join(rows)}</table>"
             "<p>also: <a href='/status.json'>status.json</a> · <a href='/metrics'>metrics</a> · "
             "<a href='/healthz'>healthz</a></p></body></html>")
+
+
+def _keepup_cell(s: dict) -> str:
+    """Lag while up, a `behind` badge, the sampling in force and frames dropped (when any)."""
+    parts = [f"{s['lag_s']:.1f} s" if s["lag_s"] is not None and s["state"] == "up" else "—"]
+    if s["behind"]:
+        parts.append("<span class=behind>behind</span>")
+    parts.append(f"<div class=note>{_e(s['sampling'])}</div>")
+    if s["frames_dropped"]:
+        parts.append(f"<div class=note>{s['frames_dropped']} dropped</div>")
+    return " ".join(parts)
+
+
+def _round(v: float | None) -> float | None:
+    return None if v is None else round(v, 2)
 
 
 def _spark(values: list[float]) -> str:

@@ -1,6 +1,9 @@
 """`vqmon watch`: one StreamPipeline per configured stream, each in its own thread, sharing the sinks.
 
-Stream events (up/down/reconnect, alignment) and alert events are records like the others.
+Stream events (up/down/reconnect, alignment, behind/caught_up) and alert events are records like the others.
+Live streams and realtime replays keep up (monitor/sampling.py KeepUp): their reader never waits
+on the scorers, and the sampling is lowered while scoring lags; a file read as fast as it
+decodes waits for the scorers instead and is scored losslessly.
 `stop()` (SIGINT/SIGTERM in the CLI) ends every source, drains the pipelines, flushes windows
 and open alerts, and closes the sinks, so nothing scored is lost.
 """
@@ -16,7 +19,7 @@ from datetime import datetime
 from monitor.config import StreamConfig, WatchConfig
 from monitor.errors import InputError
 from monitor.records import AlertEvent, FrameScore, StreamEvent, WindowStat, utcnow
-from monitor.sampling import Sampler
+from monitor.sampling import KeepUp, Sampler
 
 
 HISTORY = 60  # window means kept per metric for the status page's sparklines
@@ -34,6 +37,8 @@ class StreamStatus:
     firing: set[str] = field(default_factory=set)
     restarts: int = 0
     last_ingest: datetime | None = None  # when the newest scored frame was received
+    sampler: Sampler | None = None  # the pipeline's: the sampling in force
+    keepup: KeepUp | None = None  # the pipeline's, for a live stream: behind, rates, frames dropped
 
     def lag_s(self) -> float | None:
         """Seconds between receiving the newest scored frame and now: grows when scoring falls behind or the feed stalls."""
@@ -41,6 +46,23 @@ class StreamStatus:
 
     def fps(self) -> float:
         return self.frames / max(time.monotonic() - self.started, 1e-9)
+
+    @property
+    def behind(self) -> bool:
+        return bool(self.keepup and self.keepup.behind)
+
+    @property
+    def frames_dropped(self) -> int:
+        return self.keepup.frames_dropped if self.keepup else 0
+
+    @property
+    def sampling(self) -> str:
+        return self.sampler.describe() if self.sampler else ""
+
+    @property
+    def sample_fps(self) -> float | None:
+        """Frames per second sampled now (a live stream's; None where the stream's rate is not measured)."""
+        return self.keepup.sample_fps if self.keepup else None
 
     def observe(self, r) -> None:
         if isinstance(r, FrameScore) and r.metric == "sig.luma":
@@ -107,9 +129,12 @@ class Watcher:
             pipe_box: list = []
             source = self._source(sc, lambda ev, box=pipe_box: box[0].emit([ev]) if box else None)
             pairer = self._aligner(sc, source, lambda ev, box=pipe_box: box[0].emit([ev]) if box else None)
-            pipe = StreamPipeline(source, pairer=pairer, sampler=Sampler.parse(sc.sample), window=parse_window(sc.window),
+            sampler = Sampler.parse(sc.sample)
+            keepup = KeepUp(sampler, sc.max_lag, sc.adaptive) if not source.is_file or sc.realtime else None
+            pipe = StreamPipeline(source, pairer=pairer, sampler=sampler, window=parse_window(sc.window),
                                   sinks=self.sinks, scorers=scorers, alerts=alerts, summarise=False,
-                                  sink_lock=self.lock, on_record=status.observe, thumbnails=thumbs)
+                                  sink_lock=self.lock, on_record=status.observe, thumbnails=thumbs, keepup=keepup)
+            status.sampler, status.keepup = sampler, keepup
             pipe_box.append(pipe)
             self.pipelines[sc.id] = pipe
         self._threads: list[threading.Thread] = []
@@ -182,5 +207,18 @@ class Watcher:
             scores = " ".join(f"{m}={v:.0f}" for m, v in sorted(st.last_window.items())
                               if m.startswith(("nr.", "fr.")))
             alerts = f" ALERTS: {','.join(sorted(st.firing))}" if st.firing else ""
-            parts.append(f"{sid}: {st.state} {st.frames} fr {st.fps():.1f} fps {scores}{alerts}".rstrip())
+            parts.append(f"{sid}: {st.state} {st.frames} fr {st.fps():.1f} fps{_keeping_up(st)} {scores}{alerts}".rstrip())
         return " | ".join(parts)
+
+
+def _keeping_up(st: StreamStatus) -> str:
+    """' lag 0.4s' while up, plus BEHIND, the lowered sampling and frames dropped when there are any."""
+    lag = st.lag_s()
+    text = f" lag {lag:.1f}s" if lag is not None and st.state == "up" else ""
+    if st.behind:
+        text += " BEHIND"
+    if st.sampler and st.sampler.cap is not None:
+        text += f" sampling {st.sampling}"
+    if st.frames_dropped:
+        text += f" dropped {st.frames_dropped}"
+    return text

@@ -42,6 +42,9 @@ def test_defaults_merge_and_ids_come_from_the_url(tmp_path):
     ("streams: [{url: x}]\nsinks: {s3: {}}", ["sinks.s3", "unknown sink"]),
     ("streams: [{url: x}]\nsinks: {webhook: {retries: 2}}", ["sinks.webhook", "'url'"]),
     ("streams: [{url: x}\n", ["not valid YAML"]),
+    ("streams: [{url: x, max_lag: soon}]", ["streams[0]", "max_lag", "expected a duration"]),
+    ("defaults: {max_lag: 0}\nstreams: [{url: x}]", ["streams[0]", "max_lag", "must be positive"]),
+    ("streams: [{url: x, adaptive: 'no'}]", ["'adaptive' must be bool"]),
 ])
 def test_mistakes_are_one_line_errors_naming_the_file(tmp_path, text, words):
     path = write(tmp_path, text)
@@ -80,3 +83,14 @@ def test_ray_section_is_checked():
                        ({"backoff": "soon"}, "ray.backoff")):
         with pytest.raises(InputError, match=match):
             config.parse({"streams": [{"url": "a.mp4"}], "ray": bad})
+
+
+def test_keeping_up_keys_from_the_file_and_the_command_line():
+    from monitor.cli import build_parser, watch_config
+
+    cfg = config.parse({"defaults": {"max_lag": "500ms"}, "streams": [{"url": "a.mp4"}, {"url": "b.mp4", "max_lag": 3}]})
+    assert [(s.max_lag, s.adaptive) for s in cfg.streams] == [(0.5, True), (3.0, True)]
+    flags = build_parser().parse_args(["watch", "rtmp://host/live/cam", "--max-lag", "1.5s", "--no-adaptive"])
+    assert [(s.max_lag, s.adaptive) for s in watch_config(flags).streams] == [(1.5, False)]
+    plain = watch_config(build_parser().parse_args(["watch", "rtmp://host/live/cam"])).streams[0]
+    assert (plain.max_lag, plain.adaptive) == (2.0, True)
