@@ -140,19 +140,24 @@ def test_score_frames_small_frames_lite():
 
 
 def test_loss_decreases_on_tiny_batch():
+    """It learns two labelled images: judged over the last steps, not one step, since the path there
+    (BatchNorm on a batch of two, AdamW) differs with the CPU's arithmetic (AMD vs Intel)."""
     torch.manual_seed(0)
     model = mfenet.build("lite").train()
     x = torch.randn(2, 3, 64, 64)
     mos = torch.tensor([0.2, 0.8])
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     losses = []
-    for _ in range(5):
+    for _ in range(20):
         loss = mfenet.training_loss(model(x), mos, rank_weight=0.5)
         opt.zero_grad()
         loss.backward()
         opt.step()
         losses.append(loss.item())
-    assert losses[-1] < 0.5 * losses[0]
+    assert sum(losses[-5:]) / 5 < 0.5 * losses[0], losses
+    with torch.no_grad():
+        pred = model(x).flatten()
+    assert pred[0] < pred[1]  # the order of the labels is learnt
 
 
 def test_rank_term_prefers_correct_order():
