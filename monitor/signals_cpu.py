@@ -70,6 +70,9 @@ def spatial_information(y: np.ndarray) -> float:
 
     8-bit planes get both Sobel gradients from one int16 pass (`spatialGradient`); each strip's
     magnitude is taken over whole rows (contiguous) and the two border columns are subtracted.
+    The magnitude is √(gx² + gy²) in separate exactly rounded steps, not `cv2.magnitude`, whose
+    fused multiply-add in SIMD lanes but not in scalar tails makes results depend on how OpenCV
+    splits the work among its threads.
     """
     h, w = y.shape
     if h < 3 or w < 3:
@@ -78,13 +81,14 @@ def spatial_information(y: np.ndarray) -> float:
     for top in range(0, h - 2, STRIP):
         part = y[top : top + STRIP + 2]
         if y.dtype == np.uint8:
-            gx, gy = (g[1:-1].astype(np.float32) for g in cv2.spatialGradient(part))
+            gx, gy = (g[1:-1] for g in cv2.spatialGradient(part))
         else:
             gx, gy = (cv2.Sobel(part, cv2.CV_32F, dx, 1 - dx, ksize=3)[1:-1] for dx in (1, 0))
-        mag = cv2.magnitude(gx, gy)
+        squared = cv2.add(cv2.multiply(gx, gx, dtype=cv2.CV_32F), cv2.multiply(gy, gy, dtype=cv2.CV_32F))
+        mag = cv2.sqrt(squared)
         border = np.concatenate([mag[:, 0], mag[:, -1]]).astype(np.float64)
         total += cv2.sumElems(mag)[0] - border.sum()
-        total_sq += cv2.norm(mag, cv2.NORM_L2SQR) - border @ border
+        total_sq += cv2.sumElems(squared)[0] - np.square(border).sum()  # not `@`: BLAS sums in a thread-dependent order
     n = (h - 2) * (w - 2)
     return math.sqrt(max(total_sq / n - (total / n) ** 2, 0.0))
 

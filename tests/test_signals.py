@@ -141,3 +141,4 @@ def test_cpu_signals_equal_the_torch_signals(depth):
         assert signals_cpu.psnr_y(d[a], d[b]) == pytest.approx(want_psnr, abs=1e-3), (a, b)
         tol = 1e-6 if depth == 8 else 2e-5  # 8-bit block sums are exact in float32; scaled 10-bit ones round
         assert signals_cpu.ssim_y(d[a], d[b]) == pytest.approx(want_ssim, abs=tol), (a, b)
+
