@@ -95,7 +95,8 @@ class WindowStat:
 
 ALERT_STATES = ("pending", "firing", "resolved")
 STREAM_EVENTS = ("up", "down", "reconnect", "decode_error", "alignment_gained", "alignment_lost",
-                 "restart")  # restart: the Ray supervisor restarted a crashed monitor
+                 "restart",  # restart: the Ray supervisor restarted a crashed monitor
+                 "scorer_error")  # a scorer run failed (a libvmaf chunk): its frames lack that metric
 
 
 @dataclass(slots=True)
