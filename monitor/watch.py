@@ -90,6 +90,7 @@ class Watcher:
         from monitor.cli import load_model, parse_window
         from monitor.pipeline import StreamPipeline
         from monitor.scoring import ModelScorer, SignalScorer, pick_device
+        from monitor.vmaf import LIVE_CHUNK_S, VmafOptions, check
 
         self.cfg = cfg
         self.device = pick_device(cfg.device)
@@ -98,7 +99,12 @@ class Watcher:
         self.status: dict[str, StreamStatus] = {}
         self.pipelines = {}
         self._closers = []
+        vmaf_checked = set()
         for sc in cfg.streams:
+            vmaf = VmafOptions(sc.vmaf_model, sc.vmaf_threads, LIVE_CHUNK_S) if sc.vmaf else None
+            if vmaf and vmaf not in vmaf_checked:  # a missing libvmaf or model fails here, before any stream starts
+                check(vmaf)
+                vmaf_checked.add(vmaf)
             status = self.status[sc.id] = StreamStatus()
             scorers = [SignalScorer(self.device)] + [ModelScorer(load_model(m, cfg.device), self.device)
                                                       for m in sc.models]
@@ -109,7 +115,7 @@ class Watcher:
             pairer = self._aligner(sc, source, lambda ev, box=pipe_box: box[0].emit([ev]) if box else None)
             pipe = StreamPipeline(source, pairer=pairer, sampler=Sampler.parse(sc.sample), window=parse_window(sc.window),
                                   sinks=self.sinks, scorers=scorers, alerts=alerts, summarise=False,
-                                  sink_lock=self.lock, on_record=status.observe, thumbnails=thumbs)
+                                  sink_lock=self.lock, on_record=status.observe, thumbnails=thumbs, vmaf=vmaf)
             pipe_box.append(pipe)
             self.pipelines[sc.id] = pipe
         self._threads: list[threading.Thread] = []
