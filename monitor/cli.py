@@ -120,16 +120,18 @@ def cmd_score(args) -> int:
     window = parse_window(args.window)
     vmaf = vmaf_options(args, FILE_CHUNK_S)
     with FileSource(args.video) as probe:  # a bad file fails here, before any model loads; sizes the bar
-        stream_id, frames_estimate = probe.stream_id, probe.info.frames_estimate
+        stream_id, frames_estimate, fps = probe.stream_id, probe.info.frames_estimate, probe.info.fps or 25.0
     models = [load_model(spec, args.device) for spec in args.model]
     alerts = thumbnails = None
     if args.alerts:
         from monitor import config
         from monitor.alerts import AlertEngine, parse_rules
-        from monitor.thumbnails import ThumbnailStore
+        from monitor.thumbnails import KEEP, ThumbnailStore
 
         if args.out and args.out != "-":
-            thumbnails = ThumbnailStore(os.path.join(args.out, "thumbnails"), stream_id)
+            # fr.vmaf comes a chunk late: hold that many more pictures for the evidence of its alerts
+            keep = KEEP + (math.ceil(vmaf.chunk_s * fps) if vmaf else 0)
+            thumbnails = ThumbnailStore(os.path.join(args.out, "thumbnails"), stream_id, keep=keep)
         alerts = AlertEngine(parse_rules(config.load_rules(args.alerts)), thumbnail=thumbnails)
     sinks = _sinks(args.out, args.format)
     show = _console(stderr=args.out == "-")

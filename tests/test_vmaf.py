@@ -3,6 +3,7 @@ same files; chunked (live) values equal one whole run; alerts, errors, watch and
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 
@@ -12,16 +13,14 @@ import numpy as np
 import pytest
 
 from monitor import config
-from monitor.alerts import AlertEngine, parse_rules
 from monitor.cli import main
 from monitor.errors import InputError
 from monitor.pipeline import score_file
-from monitor.records import AlertEvent, FrameScore, WindowStat
+from monitor.records import FrameScore, WindowStat
 from monitor.samples import Segment, apply_segments, encode, panned_frames
 from monitor.sampling import Sampler
 from monitor.sources import FileSource
 from monitor.vmaf import ChunkedVmaf, VmafOptions
-from monitor.windows import WindowSpec
 
 W, H, N = 320, 192, 40
 AGREE = 0.01  # VMAF points: the brief's bound for vqmon vs FFmpeg on the same files (measured: 0.0)
@@ -127,22 +126,27 @@ def test_a_libvmaf_run_that_dies_costs_its_chunk_only(clips):
     assert np.abs(np.array(values[5:]) - whole[5:]).max() <= 1e-6
 
 
-def test_level_alert_on_fr_vmaf_fires_on_a_soft_stretch(tmp_path):
+def test_level_alert_on_fr_vmaf_fires_on_a_soft_stretch_with_its_picture(tmp_path, capsys):
     frames = list(panned_frames(W, H, 60))
     ref = encode(str(tmp_path / "ref.mp4"), frames, crf=None)
     dist = encode(str(tmp_path / "soft.mp4"), apply_segments(frames, [Segment(20, 40, "soft")]), crf=23)
-    rules = parse_rules([
+    (tmp_path / "rules.json").write_text(json.dumps([
         {"name": "vmaf-low", "kind": "level", "metric": "fr.vmaf", "below": 60, "for": "0.2s", "recover_above": 70},
         {"name": "vmaf-window", "kind": "level", "metric": "fr.vmaf", "stat": "mean", "below": 60},
-    ])
-    _, records = vqmon_vmaf(dist, ref, alerts=AlertEngine(rules), window=WindowSpec(0.4),
-                            vmaf=VmafOptions(chunk_s=0.2))
-    events = [(e.rule, e.state, round(e.since_s, 2), round(e.at_s, 2)) for e in records if isinstance(e, AlertEvent)]
+    ]))
+    out = tmp_path / "out"
+    assert main(["score", dist, "--ref", ref, "--vmaf", "--alerts", str(tmp_path / "rules.json"), "--window", "0.4s",
+                 "--out", str(out), "--format", "jsonl", "-q"]) == 0
+    assert "fr.vmaf" in capsys.readouterr().out  # in the summary table
+    alerts = [json.loads(x) for x in (out / "alerts.jsonl").read_text().splitlines()]
+    events = [(a["rule"], a["state"], round(a["since_s"], 2), round(a["at_s"], 2)) for a in alerts]
     assert ("vmaf-low", "pending", 0.8, 0.8) in events  # frame 20, the first soft one
     assert ("vmaf-low", "firing", 0.8, 1.0) in events
     assert ("vmaf-low", "resolved", 0.8, 1.6) in events  # frame 40, sharp again
     window_firing = [e for e in events if e[0] == "vmaf-window" and e[1] == "firing"]
     assert window_firing and 0.8 <= window_firing[0][3] <= 1.2
+    firing = next(a for a in alerts if a["rule"] == "vmaf-low" and a["state"] == "firing")
+    assert 20 <= firing["evidence"]["frame_index"] < 40 and os.path.isfile(firing["evidence"]["thumbnail"])
 
 
 def test_unknown_model_and_missing_reference_are_one_line_errors(clips, capsys, tmp_path):
@@ -207,3 +211,18 @@ def test_config_key_and_watch_score_fr_vmaf_on_aligned_frames(clips, tmp_path):
     windows = [json.loads(x) for x in (tmp_path / "out" / "windows.jsonl").read_text().splitlines()]
     assert any(w["metric"] == "fr.vmaf" for w in windows)
 
+
+
+def test_batch_passes_the_option_through(clips, tmp_path):
+    """What each `vqmon batch` actor runs per file (pipelines/batch.score_into), without Ray."""
+    import pyarrow.dataset as ds
+
+    from pipelines.batch import BatchOptions, Job, score_into
+
+    out = tmp_path / "batch"
+    score_into(Job(clips["dist"], "dist", clips["ref"]), str(out), BatchOptions(vmaf=VmafOptions(chunk_s=10.0)), [],
+               "cpu")
+    frames = ds.dataset(str(out / "frames"), format="parquet", partitioning="hive").to_table()
+    rows = frames.filter(ds.field("metric") == "fr.vmaf").sort_by("frame_index")
+    whole, _ = vqmon_vmaf(clips["dist"], clips["ref"])
+    assert rows.num_rows == N and np.abs(rows["value"].to_numpy() - whole).max() <= 1e-6
