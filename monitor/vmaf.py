@@ -62,12 +62,10 @@ class VmafOptions:
     model: str = BUILT_IN[0]
     threads: int = 2
     chunk_s: float = LIVE_CHUNK_S
-    ffmpeg: str | None = None  # None: imageio-ffmpeg's binary
 
     @property
     def exe(self) -> str:
-        if self.ffmpeg:
-            return self.ffmpeg
+        """imageio-ffmpeg's binary (its IMAGEIO_FFMPEG_EXE variable names another one)."""
         import imageio_ffmpeg
 
         return imageio_ffmpeg.get_ffmpeg_exe()
