@@ -109,11 +109,10 @@ def cmd_score(args) -> int:
     from monitor.pipeline import score_file
     from monitor.sampling import Sampler
     from monitor.sources import FileSource
+    from monitor.vmaf import FILE_CHUNK_S
 
     if args.report and (not args.out or args.out == "-" or args.format != "parquet"):
         raise InputError("--report needs --out DIR with Parquet output (the report is written next to it)")
-    from monitor.vmaf import FILE_CHUNK_S
-
     if args.vmaf and not args.ref:
         raise InputError("--vmaf needs --ref (VMAF compares with a reference)")
     sampler = Sampler.parse(args.sample)
@@ -417,9 +416,8 @@ def cmd_status(args) -> int:
 
 def cmd_batch(args) -> int:
     """Score a folder or manifest of files on a Ray actor pool (pipelines/batch.py); a rerun resumes."""
-    from pipelines.batch import BatchOptions, list_jobs, run_batch
-
     from monitor.vmaf import FILE_CHUNK_S
+    from pipelines.batch import BatchOptions, list_jobs, run_batch
 
     list_jobs(args.source, args.ref_rule)  # bad input fails here, before Ray starts
     vmaf = vmaf_options(args, FILE_CHUNK_S)

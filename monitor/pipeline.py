@@ -226,7 +226,8 @@ class StreamPipeline:
                 closed = self._vmaf_windows.flush()
                 self.emit(closed + (self._alerts_for_windows(closed) if self.alerts else []))
                 if self.summarise:
-                    self.collected["fr.vmaf"] = [self._vmaf_values.get(i, math.nan) for i in self.collected.get("_index", [])]
+                    self.collected["fr.vmaf"] = [self._vmaf_values.get(i, math.nan)
+                                                 for i in self.collected.get("_index", [])]
             if self.alerts:
                 self.emit(self.alerts.flush())
         finally:

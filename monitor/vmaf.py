@@ -98,7 +98,7 @@ class VmafError(RuntimeError):
 
 
 def check(opts: VmafOptions) -> None:
-    """Fail before scoring, with one line naming the binary or model, if the binary lacks libvmaf or the model is unknown."""
+    """Fail before scoring, in one line naming the binary or model, if the binary lacks libvmaf or the model is unknown."""
     where = f"VMAF model {opts.model!r}"
     if opts.threads < 1:
         raise InputError(f"VMAF threads {opts.threads}: must be at least 1")
@@ -122,8 +122,8 @@ def check(opts: VmafOptions) -> None:
             raise InputError(f"{opts.exe}: this FFmpeg has no libvmaf filter (use imageio-ffmpeg's binary, "
                              "or one built with --enable-libvmaf)") from None
         if "could not load libvmaf model" in text or "could not read model" in text:
-            raise InputError(f"{where}: libvmaf in {opts.exe} cannot load it "
-                             f"({'not a libvmaf model file' if opts.is_file else 'no such built-in model; e.g. ' + ', '.join(BUILT_IN)})") from None
+            why = "not a libvmaf model file" if opts.is_file else f"no such built-in model; e.g. {', '.join(BUILT_IN)}"
+            raise InputError(f"{where}: libvmaf in {opts.exe} cannot load it ({why})") from None
         raise InputError(f"{where}: libvmaf test run failed: {text}") from None
 
 
@@ -232,7 +232,8 @@ def still_scores(pairs: Iterable[tuple[np.ndarray, np.ndarray]], opts: VmafOptio
     proc = None
     try:
         for dist, ref in pairs:
-            planes = [yuv420_bytes(av.VideoFrame.from_ndarray(np.ascontiguousarray(x), format="rgb24")) for x in (dist, ref)]
+            planes = [yuv420_bytes(av.VideoFrame.from_ndarray(np.ascontiguousarray(x), format="rgb24"))
+                      for x in (dist, ref)]
             if proc is None:
                 proc = VmafProcess(opts, dist.shape[1], dist.shape[0], "yuv420p")
             proc.feed(*planes)
@@ -249,7 +250,7 @@ def still_scores(pairs: Iterable[tuple[np.ndarray, np.ndarray]], opts: VmafOptio
 
 @dataclass
 class _Pending:
-    """A frame pushed into a chunk: the record it becomes (value filled in later), or None for a frame without a pair."""
+    """A frame pushed into a chunk: the record it becomes (value filled in later), None for a frame without a pair."""
 
     stream_id: str
     t: float

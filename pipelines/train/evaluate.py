@@ -7,8 +7,8 @@ with PIL as RGB in [0, 1] and scored with `model.score_frames` in batches of equ
 
 Baselines sit in the same table: PSNR-Y, SSIM-Y (`monitor.signals`, or the corpus's own
 columns) and VMAF (libvmaf through `monitor.vmaf`, each pair as a still; on a corpus its own
-`vmaf` column, the teacher of the labels) when an FR model is evaluated; NIQE with the project's pristine MVG
-(`models/weights/niqe_pristine.npz`) when an NR model is. Scores where lower is better (NIQE)
+`vmaf` column, the teacher of the labels) when an FR model is evaluated; NIQE with the
+project's pristine MVG (`models/weights/niqe_pristine.npz`) when an NR model is. Scores where lower is better (NIQE)
 are negated so that every correlation reads "higher = agrees".
 
 `evaluate_models` is the entry for training loops (validation SRCC: `n_boot=0, baselines=False`);
@@ -226,7 +226,8 @@ def vmaf_scores(items: list[Item]) -> np.ndarray:
     for (w, h), idx in by_size.items():
         for k in idx:
             if _size(items[k].ref_path, items[k].where) != (w, h):
-                raise InputError(f"{items[k].where}: reference {items[k].ref_path} and image {items[k].path} differ in size")
+                raise InputError(f"{items[k].where}: reference {items[k].ref_path} and image {items[k].path} "
+                                 "differ in size")
         out[idx] = vmaf.still_scores((_rgb8(items[k].path, items[k].where), _rgb8(items[k].ref_path, items[k].where))
                                      for k in idx)
     return out
@@ -282,7 +283,8 @@ def evaluate_models(models: dict, items: list[Item], *, device: torch.device | s
     kinds = {m.info.kind for m in models.values()}
     if baselines and "FR" in kinds:
         psnr, ssim = fr_baselines(items)
-        methods += [("PSNR-Y", "FR", psnr, False), ("SSIM-Y", "FR", ssim, False), ("VMAF", "FR", vmaf_scores(items), False)]
+        methods += [("PSNR-Y", "FR", psnr, False), ("SSIM-Y", "FR", ssim, False),
+                    ("VMAF", "FR", vmaf_scores(items), False)]
     if baselines and "NR" in kinds:
         methods.append(("NIQE", "NR", -niqe_scores(items), True))
     return [row for m in methods for row in _rows(*m, items, n_boot, seed)]
