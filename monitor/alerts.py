@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -439,6 +440,7 @@ class AlertEngine:
     `thumbnail`: optional callable (frame_index, pts_s) → path of a JPEG of that frame, or None
     when the frame is no longer at hand. It is called when an event is emitted, for the worst
     frame so far (at most once per frame and alert); the pipeline decides how long it keeps frames.
+    Thread-safe: fr.vmaf results reach it from the thread that collects them (monitor/vmaf.py).
     """
 
     FRAME_MEMORY = 100_000  # frames kept per (stream, metric, scale) for window rules' evidence, at most
@@ -449,9 +451,14 @@ class AlertEngine:
         self._tracks: dict[tuple[str, str], _Track] = {}  # (stream_id, rule name) → track
         self._frames: dict[tuple[str, str, str], deque] = {}  # (stream, metric, scale) → (pts, index, x)
         self._windowed = {(r.metric, r.scale) for r in self.rules if isinstance(r, MetricRule) and r.stat != "frame"}
+        self._lock = threading.Lock()
 
     def observe_frame(self, score: FrameScore, t: float | None = None) -> list[AlertEvent]:
         """One frame's score of one metric. `t` is its media time: pts_s unless given (pass index/fps without pts)."""
+        with self._lock:
+            return self._observe_frame(score, t)
+
+    def _observe_frame(self, score: FrameScore, t: float | None) -> list[AlertEvent]:
         t = score.pts_s if t is None else t
         if t is None:
             raise ValueError(f"frame {score.frame_index} of {score.stream_id!r} has no pts: pass its media time as t")
@@ -472,6 +479,10 @@ class AlertEngine:
 
     def observe_window(self, stat: WindowStat) -> list[AlertEvent]:
         """One window's statistics; rules with a `stat` of this metric and scale judge it at the window's end."""
+        with self._lock:
+            return self._observe_window(stat)
+
+    def _observe_window(self, stat: WindowStat) -> list[AlertEvent]:
         events = []
         for rule in self.rules:
             if not (isinstance(rule, MetricRule) and rule.stat != "frame" and rule.metric == stat.metric
@@ -495,6 +506,10 @@ class AlertEngine:
     def flush(self, stream_id: str | None = None) -> list[AlertEvent]:
         """End of stream: every open alert is emitted once more in its current state (pending or firing), with
         `at_s` the last media time seen, then forgotten. Nothing is resolved: the stream ended, the problem did not."""
+        with self._lock:
+            return self._flush(stream_id)
+
+    def _flush(self, stream_id: str | None) -> list[AlertEvent]:
         events = []
         for (sid, name), tr in list(self._tracks.items()):
             if stream_id is not None and sid != stream_id:

@@ -79,26 +79,58 @@ def load_model(spec: str, device: str):
         raise InputError(f"--model {spec}: {msg}") from None
 
 
+def vmaf_options(args, chunk_s: float):
+    """VmafOptions from --vmaf/--vmaf-model/--vmaf-threads, checked against the FFmpeg binary (None without --vmaf)."""
+    from monitor import vmaf
+
+    _vmaf_flags_need_vmaf(args)
+    if not args.vmaf:
+        return None
+    opts = vmaf.VmafOptions(args.vmaf_model or vmaf.BUILT_IN[0], args.vmaf_threads or 2, chunk_s)
+    vmaf.check(opts)
+    return opts
+
+
+def _vmaf_flags_need_vmaf(args) -> None:
+    for flag, v in (("--vmaf-model", args.vmaf_model), ("--vmaf-threads", args.vmaf_threads)):
+        if v is not None and not args.vmaf:
+            raise InputError(f"{flag} needs --vmaf")
+
+
+def _vmaf_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--vmaf", action="store_true", help="also score fr.vmaf (libvmaf in imageio-ffmpeg's FFmpeg) "
+                                                      "on frames with a reference")
+    p.add_argument("--vmaf-model", metavar="NAME|FILE", help="libvmaf model: vmaf_v0.6.1 (default), vmaf_v0.6.1neg, "
+                                                            "vmaf_4k_v0.6.1, or a model .json file")
+    p.add_argument("--vmaf-threads", type=int, metavar="N", help="libvmaf threads (default 2)")
+
+
 def cmd_score(args) -> int:
     from monitor.pipeline import score_file
     from monitor.sampling import Sampler
     from monitor.sources import FileSource
+    from monitor.vmaf import FILE_CHUNK_S
 
     if args.report and (not args.out or args.out == "-" or args.format != "parquet"):
         raise InputError("--report needs --out DIR with Parquet output (the report is written next to it)")
+    if args.vmaf and not args.ref:
+        raise InputError("--vmaf needs --ref (VMAF compares with a reference)")
     sampler = Sampler.parse(args.sample)
     window = parse_window(args.window)
+    vmaf = vmaf_options(args, FILE_CHUNK_S)
     with FileSource(args.video) as probe:  # a bad file fails here, before any model loads; sizes the bar
-        stream_id, frames_estimate = probe.stream_id, probe.info.frames_estimate
+        stream_id, frames_estimate, fps = probe.stream_id, probe.info.frames_estimate, probe.info.fps or 25.0
     models = [load_model(spec, args.device) for spec in args.model]
     alerts = thumbnails = None
     if args.alerts:
         from monitor import config
         from monitor.alerts import AlertEngine, parse_rules
-        from monitor.thumbnails import ThumbnailStore
+        from monitor.thumbnails import KEEP, ThumbnailStore
 
         if args.out and args.out != "-":
-            thumbnails = ThumbnailStore(os.path.join(args.out, "thumbnails"), stream_id)
+            # fr.vmaf comes a chunk late: hold that many more pictures for the evidence of its alerts
+            keep = KEEP + (math.ceil(vmaf.chunk_s * fps) if vmaf else 0)
+            thumbnails = ThumbnailStore(os.path.join(args.out, "thumbnails"), stream_id, keep=keep)
         alerts = AlertEngine(parse_rules(config.load_rules(args.alerts)), thumbnail=thumbnails)
     sinks = _sinks(args.out, args.format)
     show = _console(stderr=args.out == "-")
@@ -112,7 +144,7 @@ def cmd_score(args) -> int:
 
         summary = score_file(args.video, ref=args.ref, ref_offset=args.ref_offset, sampler=sampler, window=window,
                              sinks=sinks, device=args.device, batch_size=args.batch, models=models,
-                             alerts=alerts, thumbnails=thumbnails, on_progress=advance)
+                             alerts=alerts, thumbnails=thumbnails, on_progress=advance, vmaf=vmaf)
     print_summary(summary, show, args.out)
     if args.report:
         from monitor.report import write_report, write_worst_thumbnails
@@ -162,6 +194,9 @@ def print_summary(s, console: Console, out: str | None) -> None:
     console.file.flush()
     if s.decode_errors:
         err.print(f"[red]warning[/]: {s.source}: {s.decode_errors} decode error(s) skipped; last: {s.last_error}")
+    if s.scorer_errors:
+        err.print(f"[red]warning[/]: {s.source}: {s.scorer_errors} VMAF chunk(s) failed, their frames have no "
+                  f"fr.vmaf; last: {s.last_scorer_error}", highlight=False, markup=False)
     if out and out != "-":
         console.print(f"records written to {out}")
 
@@ -247,12 +282,19 @@ def watch_config(args):
         return cfg
     if not args.url:
         raise InputError("watch: give a stream URL or --config FILE")
+    _vmaf_flags_need_vmaf(args)
     stream = {"url": args.url, "listen": args.listen, "realtime": args.realtime, "sample": args.sample,
               "window": args.window, "models": args.model}
     if args.id:
         stream["id"] = args.id
     if args.ref:
         stream["ref"] = args.ref
+    if args.vmaf:
+        stream["vmaf"] = True
+    if args.vmaf_model is not None:
+        stream["vmaf_model"] = args.vmaf_model
+    if args.vmaf_threads is not None:
+        stream["vmaf_threads"] = args.vmaf_threads
     if args.max_reconnects is not None:
         stream["max_reconnects"] = args.max_reconnects
     if args.max_lag is not None:
@@ -378,12 +420,14 @@ def cmd_status(args) -> int:
 
 def cmd_batch(args) -> int:
     """Score a folder or manifest of files on a Ray actor pool (pipelines/batch.py); a rerun resumes."""
+    from monitor.vmaf import FILE_CHUNK_S
     from pipelines.batch import BatchOptions, list_jobs, run_batch
 
     list_jobs(args.source, args.ref_rule)  # bad input fails here, before Ray starts
+    vmaf = vmaf_options(args, FILE_CHUNK_S)
     _ray_init(args.address)
     opts = BatchOptions(sample=args.sample, window=args.window, models=tuple(args.model), device=args.device,
-                        batch_size=args.batch)
+                        batch_size=args.batch, vmaf=vmaf)
     frames, started = [0], time.monotonic()
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=err, transient=True, disable=args.quiet) as progress:
@@ -470,6 +514,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", action="append", default=[], metavar="NAME[/VARIANT][:WEIGHTS]",
                    help="also score with a quality model (repeatable): e.g. liqe, gsn/lite:ckpt.safetensors, "
                         "nemg:untrained; see `vqmon models`")
+    _vmaf_flags(s)
     s.add_argument("--alerts", metavar="FILE", help="YAML/JSON list of alert rules; events go with the records")
     s.add_argument("--report", action="store_true", help="also write OUT/report.html (see `vqmon report`)")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -491,6 +536,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--sample", default="all")
     w.add_argument("--window", default="2s")
     w.add_argument("--model", action="append", default=[], metavar="NAME[/VARIANT][:WEIGHTS]")
+    _vmaf_flags(w)
     w.add_argument("--alerts", metavar="FILE", help="YAML/JSON list of alert rules")
     w.add_argument("--out", help="Parquet output folder (files roll every 60 s)")
     w.add_argument("--kafka", metavar="HOST:PORT", help="publish records to Kafka")
@@ -536,6 +582,7 @@ def build_parser() -> argparse.ArgumentParser:
         b.add_argument(flag, default=default, help=f"as for `vqmon score` (default {default})")
     b.add_argument("--batch", type=int, default=8, help="frames per scoring batch (default 8)")
     b.add_argument("--model", action="append", default=[], metavar="NAME[/VARIANT][:WEIGHTS]")
+    _vmaf_flags(b)
     b.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     b.set_defaults(func=cmd_batch)
 
@@ -549,7 +596,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     e.add_argument("--batch", type=int, default=16, help="images per batch (default 16)")
     e.add_argument("--boot", type=int, default=1000, help="bootstrap resamples for the CIs (0: none; default 1000)")
-    e.add_argument("--no-baselines", action="store_true", help="leave out PSNR-Y/SSIM-Y (FR) and NIQE (NR)")
+    e.add_argument("--no-baselines", action="store_true", help="leave out PSNR-Y/SSIM-Y/VMAF (FR) and NIQE (NR)")
     e.add_argument("--out", help="also write the table: .csv (raw numbers) or .md (Markdown)")
     e.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     e.set_defaults(func=cmd_eval)

@@ -14,7 +14,8 @@ config fails at start-up and never hours later inside a stream thread.
         - {name: low-quality, kind: level, metric: nr.liqe, stat: p10, below: 40, for: 10s, recover_above: 45, recover_for: 5s}
     streams:
       - {id: cam1, url: "rtmp://ingest:1935/live/cam1"}
-      - {id: cam2, url: "srt://10.0.0.2:9000", ref: "udp://239.0.0.1:5000"}
+      - {id: cam2, url: "srt://10.0.0.2:9000", ref: "udp://239.0.0.1:5000", vmaf: true}   # fr.vmaf needs a ref
+        # vmaf_model: vmaf_v0.6.1 (default), vmaf_v0.6.1neg, vmaf_4k_v0.6.1 or a .json file; vmaf_threads: 2
     sinks:
       parquet: {out: /var/lib/vqmon, roll: 60s}
       kafka: {bootstrap: "kafka:9092", topic_prefix: vqmon, spool: /var/spool/vqmon}
@@ -37,7 +38,8 @@ from dataclasses import dataclass, field, fields
 from monitor.errors import InputError
 
 STREAM_KEYS = {"id", "url", "listen", "realtime", "ref", "ref_listen", "sample", "window", "models", "alerts",
-               "rtsp_transport", "open_timeout", "read_timeout", "max_reconnects", "max_lag", "adaptive"}
+               "rtsp_transport", "open_timeout", "read_timeout", "max_reconnects", "max_lag", "adaptive",
+               "vmaf", "vmaf_model", "vmaf_threads"}
 SINK_KEYS = {"parquet": {"out", "roll", "rows"}, "kafka": {"bootstrap", "topic_prefix", "spool"},
              "otel": {"exporter", "prometheus"}, "jsonl": {"out"}, "webhook": {"url", "retries"}}
 RAY_KEYS = {"num_gpus", "num_cpus", "backoff", "max_backoff"}
@@ -61,6 +63,9 @@ class StreamConfig:
     max_reconnects: int | None = None
     max_lag: float = 2.0  # seconds from receiving a frame to scoring it beyond which the stream is `behind`
     adaptive: bool = True  # lower the sampling while behind (live streams and realtime replays)
+    vmaf: bool = False  # fr.vmaf (monitor/vmaf.py) on frames paired with `ref`
+    vmaf_model: str = "vmaf_v0.6.1"
+    vmaf_threads: int = 2
 
 
 @dataclass
@@ -127,6 +132,8 @@ def parse(data, source: str = "config") -> WatchConfig:
         seen.add(merged["id"])
         if "max_lag" in merged:
             merged["max_lag"] = _seconds(merged["max_lag"], f"{where}: max_lag")
+        if merged.get("vmaf") and not merged.get("ref"):
+            raise InputError(f"{where}: 'vmaf' needs a 'ref' (VMAF compares with a reference)")
         streams.append(_typed(StreamConfig, merged, where))
     sinks = data.get("sinks") or {}
     if not isinstance(sinks, dict):
@@ -189,6 +196,7 @@ def _typed(cls, values: dict, where: str):
             or (t == "str" and isinstance(v, str))
             or (t == "str | None" and (v is None or isinstance(v, str)))
             or (t == "float" and isinstance(v, (int, float)) and not isinstance(v, bool))
+            or (t == "int" and isinstance(v, int) and not isinstance(v, bool))
             or (t == "int | None" and (v is None or (isinstance(v, int) and not isinstance(v, bool))))
             or (t.startswith("list") and isinstance(v, list))
         )

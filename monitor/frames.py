@@ -67,8 +67,11 @@ class Frame:
         return Frame(self.stream_id, self.index, self.pts_s, self._av, self.ingest_ts, scale_to=(width, height))
 
     def _picture(self) -> av.VideoFrame:
-        if self._scale_to is None:
-            return self._av
+        return self._scaled if self._scale_to is not None else self._av
+
+    @cached_property
+    def _scaled(self) -> av.VideoFrame:
+        """The reference scaled once, however many conversions (luma, RGB, YUV for libvmaf) read it."""
         w, h = self._scale_to
         return self._av.reformat(width=w, height=h, interpolation="BICUBIC")
 
@@ -92,3 +95,19 @@ class Frame:
     def rgb(self) -> np.ndarray:
         """H×W×3 uint8 RGB, converted once and only when a model needs it."""
         return self._rgb
+
+    def yuv420(self, pix_fmt: str = "yuv420p") -> bytes:
+        """The picture as raw planar 4:2:0 (`yuv420p` or `yuv420p10le`), rows unpadded: what FFmpeg's rawvideo reads."""
+        return yuv420_bytes(self._picture(), pix_fmt)
+
+
+def yuv420_bytes(frame: av.VideoFrame, pix_fmt: str = "yuv420p") -> bytes:
+    """Y, U and V planes of `frame` in `pix_fmt` (converted by swscale only when it is in another format)."""
+    if frame.format.name != pix_fmt:
+        frame = frame.reformat(format=pix_fmt)
+    size = 2 if pix_fmt.endswith(("le", "be")) else 1
+    out = []
+    for plane in frame.planes:
+        rows = np.frombuffer(plane, dtype=np.uint8, count=plane.line_size * plane.height)
+        out.append(rows.reshape(plane.height, plane.line_size)[:, : plane.width * size].tobytes())
+    return b"".join(out)

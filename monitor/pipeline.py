@@ -4,6 +4,8 @@ Decoding (and luma extraction) runs in a background thread feeding a bounded que
 decoder and the scorers overlap; frames are scored in batches so the torch work is vectorised.
 A live source must keep up instead: its reader never waits on the queue (a blocked reader
 stalls the network socket), and a `KeepUp` measures the lag and adapts the sampling.
+VMAF (monitor/vmaf.py) is the one metric whose values come back later, a chunk at a time: it has
+its own in-order path (records, its own windows, alerts) on the thread that collects them.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from monitor.sampling import KeepUp, Sampler
 from monitor.scoring import ModelScorer, SignalScorer, pick_device
 from monitor.signals import BLACK_FRAME_RATIO, FREEZE_MAFD, segments
 from monitor.sources import FileSource, StreamInfo
+from monitor.vmaf import ChunkedVmaf, VmafOptions
 from monitor.windows import WindowAggregator, WindowSpec
 
 BLACK_MIN_S = 0.1  # shortest black run the summary reports
@@ -61,6 +64,8 @@ class RunSummary:
     frames_scored: int = 0
     decode_errors: int = 0
     last_error: str = ""
+    scorer_errors: int = 0  # VMAF chunks that failed (their frames have no fr.vmaf)
+    last_scorer_error: str = ""
     reference: str | None = None
     ref_paired: int = 0
     ref_unpaired: int = 0
@@ -193,11 +198,14 @@ class StreamPipeline:
     `keepup` (live sources; None for files, which are scored losslessly) makes the reader drop
     frames rather than wait, gets each scored batch's lag and emits `behind`/`caught_up` events;
     it steers its own Sampler, which the pipeline then uses instead of `sampler`.
+    `vmaf`: VmafOptions to score fr.vmaf on frames with a reference (results arrive a chunk later,
+    emitted with their windows and alerts from the collector thread; a failed chunk is a
+    `scorer_error` stream event and counted in `scorer_errors`).
     """
 
     def __init__(self, source, *, pairer=None, sampler: Sampler | None = None, window: WindowSpec = WindowSpec(2.0),
                  sinks=(), scorers=(), alerts=None, batch_size: int = 8, summarise: bool = True, sink_lock=None,
-                 on_record=None, thumbnails=None, keepup: KeepUp | None = None):
+                 on_record=None, thumbnails=None, keepup: KeepUp | None = None, vmaf: VmafOptions | None = None):
         self.source, self.pairer = source, pairer
         self.sampler = keepup.sampler if keepup else (sampler or Sampler())
         self.keepup = keepup
@@ -212,6 +220,10 @@ class StreamPipeline:
         self._decoder = _Decoder(source, self.sampler, pairer, need_rgb=any(s.needs_rgb for s in self.scorers),
                                  live=keepup is not None)
         self._flushed_at = time.monotonic()
+        self.vmaf = ChunkedVmaf(vmaf, self._vmaf_chunk, self._vmaf_failed) if vmaf else None
+        self._vmaf_windows = WindowAggregator(window)
+        self._vmaf_values: dict[int, float] = {}  # frame index → fr.vmaf, for the summary
+        self.scorer_errors, self.last_scorer_error = 0, ""
 
     def emit(self, records) -> None:
         """Write records to every sink (thread-safe); stream events from sources come in here too."""
@@ -253,9 +265,19 @@ class StreamPipeline:
             self.emit(closed)
             if self.alerts:
                 self.emit(self._alerts_for_windows(closed))
+            if self.vmaf:
+                self.vmaf.finish()
+                closed = self._vmaf_windows.flush()
+                self.emit(closed + (self._alerts_for_windows(closed) if self.alerts else []))
+                if self.summarise:
+                    self.collected["fr.vmaf"] = [self._vmaf_values.get(i, math.nan)
+                                                 for i in self.collected.get("_index", [])]
+            if self.alerts:
                 self.emit(self.alerts.flush())
         finally:
             self._decoder.stop()
+            if self.vmaf:
+                self.vmaf.close()
 
     def stop(self) -> None:
         """Ask the run to end (from another thread or a signal handler): the source stops, buffers flush."""
@@ -267,11 +289,38 @@ class StreamPipeline:
     def _alerts_for_windows(self, closed) -> list:
         return [e for w in closed for e in self.alerts.observe_window(w)]
 
+    def _vmaf_chunk(self, entries) -> None:
+        """A chunk of fr.vmaf results, in frame order (collector thread): records, their windows and alerts."""
+        records, closed = [], []
+        for stream_id, t, rec in entries:
+            closed += self._vmaf_windows.observe(stream_id, t)
+            if rec is None:
+                continue
+            records.append(rec)
+            self._vmaf_windows.add(stream_id, rec.metric, "value", t, rec.value)
+            self._vmaf_windows.add(stream_id, rec.metric, "score", t, rec.score)
+            if self.alerts:
+                records += self.alerts.observe_frame(rec, t=t)
+            if self.summarise:
+                self._vmaf_values[rec.frame_index] = rec.value
+        if self.alerts:
+            records += self._alerts_for_windows(closed)
+        self.emit(records + closed)
+
+    def _vmaf_failed(self, stream_id: str, error: str, frames: int) -> None:
+        self.scorer_errors += 1
+        self.last_scorer_error = error
+        self.emit([StreamEvent(stream_id, "scorer_error", detail={"metric": "fr.vmaf", "frames": frames,
+                                                                  "error": error})])
+
     def _process(self, batch: list[_Item]) -> None:
         """Score the sampled frames of `batch`, then replay it in order into windows, alerts and sinks."""
         if not batch:
             return
         started = time.monotonic()
+        if self.vmaf:  # first, so libvmaf works while the other scorers do
+            for i in batch:
+                self.vmaf.push(i.frame, i.t, i.ref, i.sampled, i.alignment)
         sampled = [i for i in batch if i.sampled]
         values: dict[str, np.ndarray] = {}
         extras: dict[str, list] = {}
@@ -348,13 +397,14 @@ class StreamPipeline:
 def score_file(path: str, ref: str | None = None, ref_offset: int = 0, sampler: Sampler | None = None,
                window: WindowSpec = WindowSpec(2.0), sinks=(), device: str = "auto", batch_size: int = 8,
                stream_id: str | None = None, models=(), alerts=None, thumbnails=None, on_progress=None,
-               signal_kernels: str = "auto") -> RunSummary:
+               signal_kernels: str = "auto", vmaf: VmafOptions | None = None) -> RunSummary:
     """Score one file (optionally against a reference file) and write records to `sinks`.
 
     `models`: quality models (from models.registry.create) scored on every sampled frame besides the signals.
     `alerts`: an AlertEngine whose events go to the sinks with the other records; `thumbnails`: the
     ThumbnailStore that engine writes evidence pictures from (recent frames are added to it).
     `signal_kernels`: see SignalScorer ("torch" forces the batched torch signals on a CPU).
+    `vmaf`: also score fr.vmaf on the frames with a reference (check the options first: `monitor.vmaf.check`).
     """
     sampler = sampler or Sampler()
     source = FileSource(path, stream_id=stream_id)
@@ -364,7 +414,7 @@ def score_file(path: str, ref: str | None = None, ref_offset: int = 0, sampler: 
     dev = pick_device(device)
     scorers = [SignalScorer(dev, kernels=signal_kernels)] + [ModelScorer(m, dev) for m in models]
     pipe = StreamPipeline(source, pairer=pairer, sampler=sampler, window=window, sinks=sinks, scorers=scorers,
-                          alerts=alerts, batch_size=batch_size, thumbnails=thumbnails)
+                          alerts=alerts, batch_size=batch_size, thumbnails=thumbnails, vmaf=vmaf if ref else None)
     started = time.perf_counter()
     try:
         pipe.run(on_progress)
@@ -377,9 +427,10 @@ def score_file(path: str, ref: str | None = None, ref_offset: int = 0, sampler: 
     summary.elapsed_s = time.perf_counter() - started
     summary.frames_seen = pipe.frames_seen
     summary.decode_errors, summary.last_error = source.stats.decode_errors, source.stats.last_error
+    summary.scorer_errors, summary.last_scorer_error = pipe.scorer_errors, pipe.last_scorer_error
     if pairer:
         summary.ref_paired, summary.ref_unpaired, summary.ref_ended_at = pairer.paired, pairer.unpaired, pairer.ref_ended_at
-    _summarise(summary, scorers, pipe.collected, source.info.fps or 25.0)
+    _summarise(summary, scorers + ([pipe.vmaf] if pipe.vmaf else []), pipe.collected, source.info.fps or 25.0)
     return summary
 
 

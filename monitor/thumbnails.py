@@ -8,6 +8,8 @@ from PIL import Image
 
 from monitor.frames import Frame
 
+KEEP = 250  # recent frames held by default
+
 
 class ThumbnailStore:
     """Keeps downscaled RGB copies of the last `keep` sampled frames; writes one as JPEG when an alert asks.
@@ -16,7 +18,7 @@ class ThumbnailStore:
     or None when the frame is no longer held (an alert whose worst frame is older than `keep` frames).
     """
 
-    def __init__(self, out_dir: str, stream_id: str, keep: int = 250, width: int = 256):
+    def __init__(self, out_dir: str, stream_id: str, keep: int = KEEP, width: int = 256):
         self.folder = os.path.join(out_dir, stream_id)
         self.keep, self.width = keep, width
         self._frames: OrderedDict[int, object] = OrderedDict()

@@ -112,6 +112,7 @@ class Watcher:
         from monitor.cli import load_model, parse_window
         from monitor.pipeline import StreamPipeline
         from monitor.scoring import ModelScorer, SignalScorer, pick_device
+        from monitor.vmaf import LIVE_CHUNK_S, VmafOptions, check
 
         self.cfg = cfg
         self.device = pick_device(cfg.device)
@@ -120,7 +121,12 @@ class Watcher:
         self.status: dict[str, StreamStatus] = {}
         self.pipelines = {}
         self._closers = []
+        vmaf_checked = set()
         for sc in cfg.streams:
+            vmaf = VmafOptions(sc.vmaf_model, sc.vmaf_threads, LIVE_CHUNK_S) if sc.vmaf else None
+            if vmaf and vmaf not in vmaf_checked:  # a missing libvmaf or model fails here, before any stream starts
+                check(vmaf)
+                vmaf_checked.add(vmaf)
             status = self.status[sc.id] = StreamStatus()
             scorers = [SignalScorer(self.device)] + [ModelScorer(load_model(m, cfg.device), self.device)
                                                       for m in sc.models]
@@ -133,7 +139,8 @@ class Watcher:
             keepup = KeepUp(sampler, sc.max_lag, sc.adaptive) if not source.is_file or sc.realtime else None
             pipe = StreamPipeline(source, pairer=pairer, sampler=sampler, window=parse_window(sc.window),
                                   sinks=self.sinks, scorers=scorers, alerts=alerts, summarise=False,
-                                  sink_lock=self.lock, on_record=status.observe, thumbnails=thumbs, keepup=keepup)
+                                  sink_lock=self.lock, on_record=status.observe, thumbnails=thumbs, keepup=keepup,
+                                  vmaf=vmaf)
             status.sampler, status.keepup = sampler, keepup
             pipe_box.append(pipe)
             self.pipelines[sc.id] = pipe

@@ -26,6 +26,7 @@ import pyarrow as pa
 import ray
 
 from monitor.errors import InputError
+from monitor.vmaf import VmafOptions
 
 VIDEO_EXTS = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".ts", ".m2ts", ".mts", ".avi", ".flv", ".mxf", ".y4m",
               ".h264", ".264", ".h265", ".hevc"}
@@ -61,6 +62,7 @@ class BatchOptions:
     device: str = "auto"
     batch_size: int = 8
     ref_offset: int = 0
+    vmaf: VmafOptions | None = None  # fr.vmaf for files with a reference
 
 
 @dataclass
@@ -168,7 +170,7 @@ def score_into(job: Job, out: str, opts: BatchOptions, models, device: str) -> d
     try:
         s = score_file(job.path, ref=job.ref, ref_offset=opts.ref_offset, sampler=Sampler.parse(opts.sample),
                        window=parse_window(opts.window), sinks=[ParquetSink(stage)], device=device,
-                       batch_size=opts.batch_size, stream_id=job.stream_id, models=models)
+                       batch_size=opts.batch_size, stream_id=job.stream_id, models=models, vmaf=opts.vmaf)
         write_atomic(pa.Table.from_pylist([_summary_row(s)], schema=SUMMARY_SCHEMA),
                      os.path.join(stage, "summaries", part))
         for kind in KINDS:

@@ -128,7 +128,7 @@ def test_eval_nr_csv_end_to_end(tmp_path, capsys):
     assert liqe["n"] == "4" and -1 <= float(liqe["srcc"]) <= 1 and float(liqe["rmse"]) >= 0
 
 
-def test_eval_fr_csv_end_to_end_with_psnr_and_ssim(tmp_path, capsys):
+def test_eval_fr_csv_end_to_end_with_psnr_ssim_and_vmaf(tmp_path, capsys):
     names = _ladder(tmp_path)
     (tmp_path / "fr.csv").write_text("dist,ref,mos\n" + "".join(f"{n},ref.png,{90 - 20 * i}\n"
                                                                 for i, n in enumerate(names)))
@@ -139,10 +139,11 @@ def test_eval_fr_csv_end_to_end_with_psnr_and_ssim(tmp_path, capsys):
     lines = [line for line in md.splitlines() if line.startswith("| ")]
     assert lines[0].startswith("| method | subset | n | SRCC [95% CI]")
     methods = {line.split(" | ")[0].lstrip("| ") for line in lines[1:]}
-    assert methods == {"gsn/lite@untrained", "PSNR-Y", "SSIM-Y"}
-    psnr = next(line for line in lines if line.startswith("| PSNR-Y"))
-    assert psnr.split(" | ")[3].startswith("1.000"), psnr  # the blur ladder ranks perfectly by PSNR
-    assert "4-parameter logistic" in md
+    assert methods == {"gsn/lite@untrained", "PSNR-Y", "SSIM-Y", "VMAF"}
+    for name in ("PSNR-Y", "VMAF"):  # libvmaf on the pairs as stills, through monitor.vmaf
+        row = next(line for line in lines if line.startswith(f"| {name} "))
+        assert row.split(" | ")[3].startswith("1.000"), row  # the blur ladder ranks perfectly
+    assert "4-parameter logistic" in md and "VMAF: libvmaf vmaf_v0.6.1 on each pair as a still" in md
 
 
 def test_eval_bad_csv_row_is_one_line_naming_file_and_line(tmp_path, capsys):
@@ -194,6 +195,7 @@ def test_eval_on_a_corpus_reports_each_subset_and_all(tmp_path, capsys):
     assert len(items) == 12 and {it.subset for it in items} == {"bsds500", "kodak24"}
     psnr, ssim = evaluate.fr_baselines(items)  # the corpus's own columns
     assert sorted(set(psnr)) == [30.0, 40.0, 50.0] and ssim.max() == pytest.approx(1.0)
+    assert sorted(set(evaluate.vmaf_scores(items))) == [35.0, 65.0, 95.0]  # the teacher's own labels
     training = registry.create("liqe", "lite", weights=None).train()  # as a training loop would pass it
     quick = evaluate.evaluate_models({"liqe@step0": training}, items, n_boot=0, baselines=False)
     assert training.training  # put back in the mode it came in

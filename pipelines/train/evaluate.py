@@ -5,9 +5,10 @@ folder; optional `subset` and `source` columns) or from a distortion corpus
 (`DIR/corpus.parquet`, rows of one split whose teacher is VMAF, mos = vmaf). Images are read
 with PIL as RGB in [0, 1] and scored with `model.score_frames` in batches of equal size.
 
-Baselines sit in the same table: PSNR-Y and SSIM-Y (`monitor.signals`, or the corpus's own
-columns) when an FR model is evaluated; NIQE with the project's pristine MVG
-(`models/weights/niqe_pristine.npz`) when an NR model is. Scores where lower is better (NIQE)
+Baselines sit in the same table: PSNR-Y, SSIM-Y (`monitor.signals`, or the corpus's own
+columns) and VMAF (libvmaf through `monitor.vmaf`, each pair as a still; on a corpus its own
+`vmaf` column, the teacher of the labels) when an FR model is evaluated; NIQE with the
+project's pristine MVG (`models/weights/niqe_pristine.npz`) when an NR model is. Scores where lower is better (NIQE)
 are negated so that every correlation reads "higher = agrees".
 
 `evaluate_models` is the entry for training loops (validation SRCC: `n_boot=0, baselines=False`);
@@ -47,6 +48,7 @@ class Item:
     source: str = ""
     psnr_y: float | None = None
     ssim_y: float | None = None
+    vmaf: float | None = None
 
 
 def _existing(base: Path, rel: str | None, where: str) -> Path:
@@ -119,7 +121,7 @@ def read_corpus(directory: str | Path, split: str = "val", per_subset: int | Non
             raise InputError(f"{where}: teacher is vmaf but vmaf is {row['vmaf']}")
         items.append(Item(_existing(directory, row["path"], where), float(row["vmaf"]), where,
                           _existing(directory, row["ref_path"], where), row["subset"], row["source"],
-                          row["psnr_y"], row["ssim_y"]))
+                          row["psnr_y"], row["ssim_y"], row["vmaf"]))
     if per_subset:
         kept = []
         for subset in dict.fromkeys(it.subset for it in items):
@@ -132,13 +134,18 @@ def read_corpus(directory: str | Path, split: str = "val", per_subset: int | Non
     return items
 
 
-def _rgb(path: Path, where: str) -> np.ndarray:
-    """H×W×3 float32 RGB in [0, 1]."""
+def _rgb8(path: Path, where: str) -> np.ndarray:
+    """H×W×3 uint8 RGB."""
     try:
         with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+            return np.asarray(im.convert("RGB"))
     except OSError as e:
         raise InputError(f"{where}: cannot read image {path}: {e}") from None
+
+
+def _rgb(path: Path, where: str) -> np.ndarray:
+    """H×W×3 float32 RGB in [0, 1]."""
+    return _rgb8(path, where).astype(np.float32) / 255.0
 
 
 def _size(path: Path, where: str) -> tuple[int, int]:
@@ -202,6 +209,30 @@ def fr_baselines(items: list[Item]) -> tuple[np.ndarray, np.ndarray]:
     return psnr, ssim
 
 
+def vmaf_scores(items: list[Item]) -> np.ndarray:
+    """VMAF (vmaf_v0.6.1) per item: the corpus's value where present, else libvmaf on the pair as a still
+    (`monitor.vmaf.still_scores`, one run per image size)."""
+    from monitor import vmaf
+
+    out = np.empty(len(items))
+    by_size = defaultdict(list)
+    for k, it in enumerate(items):
+        if it.vmaf is not None:
+            out[k] = it.vmaf
+        else:
+            by_size[_size(it.path, it.where)].append(k)
+    if by_size:
+        vmaf.check(vmaf.VmafOptions())
+    for (w, h), idx in by_size.items():
+        for k in idx:
+            if _size(items[k].ref_path, items[k].where) != (w, h):
+                raise InputError(f"{items[k].where}: reference {items[k].ref_path} and image {items[k].path} "
+                                 "differ in size")
+        out[idx] = vmaf.still_scores((_rgb8(items[k].path, items[k].where), _rgb8(items[k].ref_path, items[k].where))
+                                     for k in idx)
+    return out
+
+
 def niqe_scores(items: list[Item], model: niqe.NIQEModel | None = None) -> np.ndarray:
     """NIQE (lower is better) of each item's image, with the shipped pristine MVG by default."""
     model = model or niqe.NIQEModel.load()
@@ -252,7 +283,8 @@ def evaluate_models(models: dict, items: list[Item], *, device: torch.device | s
     kinds = {m.info.kind for m in models.values()}
     if baselines and "FR" in kinds:
         psnr, ssim = fr_baselines(items)
-        methods += [("PSNR-Y", "FR", psnr, False), ("SSIM-Y", "FR", ssim, False)]
+        methods += [("PSNR-Y", "FR", psnr, False), ("SSIM-Y", "FR", ssim, False),
+                    ("VMAF", "FR", vmaf_scores(items), False)]
     if baselines and "NR" in kinds:
         methods.append(("NIQE", "NR", -niqe_scores(items), True))
     return [row for m in methods for row in _rows(*m, items, n_boot, seed)]
@@ -279,6 +311,9 @@ def table_cells(results: list[dict]) -> tuple[list[list[str]], list[str]]:
     notes = ["PLCC and RMSE after a 4-parameter logistic fit of score → MOS (\"lin\": the fit failed, linear "
              "instead), which absorbs the direction of the scale: a model ranking backwards has SRCC < 0 but PLCC > 0. "
              "CIs: 95 % percentile bootstrap over items, mapping fitted once."]
+    if any(r["method"] == "VMAF" for r in results):
+        notes.append("VMAF: libvmaf vmaf_v0.6.1 on each pair as a still (motion term 0); on a corpus, the corpus's "
+                     "own VMAF, which made the labels, so it agrees perfectly by construction: the ceiling.")
     if any(r["negated"] for r in results):
         notes.append(f"{NEGATED_MARK.strip()}: lower is better; scores negated so that the correlations read "
                      "positively.")
