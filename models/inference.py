@@ -10,14 +10,20 @@ train it or save its state dict afterwards (keys of folded BatchNorms are gone).
   `BatchNormAct2d` keeps its activation. Which conv feeds which BatchNorm is read from a
   `torch.fx` trace, not guessed from module order (in MFENet's octave block a BatchNorm follows
   a *sum* of two convs and must stay).
+* optionally `compiled(score_frames)`: torch.compile with a clean fall-back to eager.
 """
 from __future__ import annotations
 
+import functools
+import logging
+import os
 from collections import Counter
 
 import torch
 from torch import fx, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+log = logging.getLogger(__name__)
 
 
 class _BatchNormLeafTracer(fx.Tracer):
@@ -62,10 +68,41 @@ def fuse_conv_bn(module: nn.Module) -> int:
     return folded
 
 
-def prepare(model, device: torch.device | str = "cpu"):
-    """`model` rewritten in place for fast inference on `device` (see the module docstring), in eval mode."""
+def compiled(fn):
+    """`torch.compile(fn)` that falls back to `fn` for good if compiling or running the compiled code fails.
+
+    A missing C++ compiler, an unsupported op or an out-of-memory compile then costs one warning,
+    not the stream; an error `fn` raises on its own is raised again by the eager call.
+    """
+    state = {"fn": torch.compile(fn)}
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        if state["fn"] is not fn:
+            try:
+                return state["fn"](*args, **kwargs)
+            except Exception as e:  # noqa: BLE001 - any failure of the compiled path means: run eagerly
+                log.warning("torch.compile of %s failed, running it eagerly: %s: %s",
+                            getattr(fn, "__qualname__", fn), type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+                state["fn"] = fn
+        return fn(*args, **kwargs)
+
+    return call
+
+
+def prepare(model, device: torch.device | str = "cpu", compile: bool | None = None):
+    """`model` rewritten in place for fast inference on `device` (see the module docstring), in eval mode.
+
+    compile: also wrap `score_frames` in `compiled` (inductor); None reads VQMON_COMPILE=1 from the
+    environment. Off by default: on 2 CPU cores the first batch of each new shape waits 20–80 s
+    for the compiler, for 1.1–1.3× afterwards (bench/models_throughput.py --compile).
+    """
     if hasattr(model, "fold"):
         model.fold()
     model = model.to(device).eval()
     fuse_conv_bn(model)
+    if compile is None:
+        compile = os.environ.get("VQMON_COMPILE") == "1"
+    if compile:
+        model.score_frames = compiled(model.score_frames)
     return model

@@ -104,3 +104,30 @@ def test_model_scorer_runs_the_prepared_model_with_the_same_scores(tmp_path):
         expected = plain.score_frames(rgb_batch(frames, torch.device("cpu")))
     np.testing.assert_allclose(values["nr.liqe"], expected["quality"].numpy(), rtol=1e-4)
     assert set(extras["nr.liqe"][0]) == {"scene", "distortion"}
+
+
+def test_compiled_falls_back_to_eager_once(monkeypatch, caplog):
+    def broken_compile(fn):
+        def run(*args, **kwargs):
+            raise RuntimeError("InductorError: no C++ compiler")
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    model = prepare(registry.create("liqe", "lite", weights=None), compile=True)
+    frames = torch.rand(1, 3, 224, 320)
+    with torch.inference_mode():
+        first = model.score_frames(frames)["quality"]
+        again = model.score_frames(frames)["quality"]
+        plain = type(model).score_frames(model, frames)["quality"]
+    assert torch.equal(first, plain) and torch.equal(again, plain)
+    assert len([r for r in caplog.records if "torch.compile" in r.message]) == 1
+    with pytest.raises(ValueError, match="full-reference"):  # the model's own errors still surface
+        prepare(registry.create("gsn", "lite", weights=None), compile=True).score_frames(frames)
+
+
+def test_compile_is_off_unless_asked(monkeypatch):
+    monkeypatch.delenv("VQMON_COMPILE", raising=False)
+    assert "score_frames" not in vars(prepare(registry.create("liqe", "lite", weights=None)))
+    monkeypatch.setenv("VQMON_COMPILE", "1")
+    monkeypatch.setattr(torch, "compile", lambda fn: fn)
+    assert "score_frames" in vars(prepare(registry.create("liqe", "lite", weights=None)))
