@@ -77,18 +77,22 @@ def test_training_mode_bns_are_left_alone():
     assert fuse_conv_bn(net) == 0 and isinstance(net.bn_a, nn.BatchNorm2d)
 
 
-@pytest.mark.parametrize("name", ["nemg", "gsn"])
+@pytest.mark.parametrize("name", ["nemg", "gsn", "liqe"])
 def test_channels_last_reaches_every_feature_map(name):
-    """NCHW crops, or NEMG's 1-channel high-frequency map in a concat, used to turn whole heads NCHW (slower)."""
+    """NCHW crops, NEMG's 1-channel high-frequency map in a concat, or LIQE's NCHW resize (faster on CPU)
+    must not turn a network NCHW (slower)."""
     model = prepare(registry.create(name, "lite", weights=None))
     nchw = []
     for mod in model.modules():
         if isinstance(mod, nn.Conv2d):
             mod.register_forward_hook(lambda m, i, o: nchw.append(m) if o.shape[1] > 1 and o.shape[-1] > 1
                                       and not o.is_contiguous(memory_format=torch.channels_last) else None)
-    frames = torch.rand(1, 3, 240, 320).contiguous(memory_format=torch.channels_last)
+    frames = torch.rand(1, 3, 800, 1000).contiguous(memory_format=torch.channels_last)  # LIQE resizes it
     with torch.inference_mode():
         model.score_frames(frames, frames if model.info.kind == "FR" else None)
+        crops, _ = model.crops(frames)
+        assert crops.is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(crops, model.crops(frames.contiguous())[0], rtol=0, atol=0)  # layout changes no value
     assert nchw == []
 
 
