@@ -67,7 +67,7 @@ class CDConv2d(nn.Conv2d):
             conv.weight.copy_(w)
             if self.bias is not None:
                 conv.bias.copy_(self.bias)
-        return conv
+        return conv.train(self.training)
 
 
 def to_cdc(module: nn.Module, theta: float = THETA) -> None:

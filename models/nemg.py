@@ -160,7 +160,10 @@ def grid_positions(extent: int, size: int, count: int) -> list[int]:
 
 
 def grid_crops(frames: torch.Tensor, size: int, rows: int, cols: int) -> torch.Tensor:
-    """N×3×H×W → (N·rows·cols)×3×size×size, frame-major; frames with a side under `size` are upscaled first."""
+    """N×3×H×W → (N·rows·cols)×3×size×size, frame-major; frames with a side under `size` are upscaled first.
+
+    Channels-last frames give channels-last crops (the layout CPU and CUDA convolutions run fastest in).
+    """
     h, w = frames.shape[-2:]
     if min(h, w) < size:
         scale = size / min(h, w)
@@ -168,7 +171,10 @@ def grid_crops(frames: torch.Tensor, size: int, rows: int, cols: int) -> torch.T
                                mode="bilinear", align_corners=False)
         h, w = frames.shape[-2:]
     crops = [frames[:, :, t:t + size, l:l + size] for t in grid_positions(h, size, rows) for l in grid_positions(w, size, cols)]
-    return torch.stack(crops, dim=1).flatten(0, 1)
+    out = torch.stack(crops, dim=1).flatten(0, 1)
+    if frames.is_contiguous(memory_format=torch.channels_last):
+        out = out.contiguous(memory_format=torch.channels_last)
+    return out
 
 
 class NEMG(QualityModel):
@@ -247,6 +253,8 @@ class NEMG(QualityModel):
             x = F.pad(x, (0, pad_w, 0, pad_h), mode="reflect")
         x1, x4 = self._trunk(x)
         low = torch.cat([x1, self.high_frequency(x).to(x1.dtype)], dim=1)
+        if x1.is_contiguous(memory_format=torch.channels_last):  # the 1-channel Hf made it NCHW, and so the whole head
+            low = low.contiguous(memory_format=torch.channels_last)
         hl = self.upsample_filter(self.res_out(x4))
         out = self.predict_net(low, hl)
         masked = out["sensitivity"] * torch.cat([self.downsample_filter(out["m_ssim"]), self.downsample_filter(out["m_mse"])], 1)

@@ -15,6 +15,12 @@ from rich.table import Table
 
 from monitor.errors import InputError
 
+# Before torch loads OpenMP (it reads this once): threads that finish a parallel region sleep instead of
+# spinning. With the decoder, the signals and other processes on the same few cores, spinning threads
+# take the cores from the ones with work left, and every region waits for a descheduled thread: on a
+# busy 2-core machine a model ran up to 20× slower (bench/models_throughput.py measures it).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 err = Console(stderr=True, soft_wrap=True)
 
 
@@ -240,16 +246,20 @@ def cmd_eval(args) -> int:
     if args.out and not args.out.endswith((".csv", ".md")):
         raise InputError(f"--out {args.out}: expected a .csv or .md file")
     items = evaluate.read_csv(args.csv) if args.csv else evaluate.read_corpus(args.corpus, args.split, args.per_subset)
+    from models import inference
+    from monitor.scoring import keep_large_tensors_in_heap
+
+    device = pick_device(args.device)
+    if device.type == "cpu":
+        keep_large_tensors_in_heap()
     models = {}
     for spec in args.model:
-        model = load_model(spec, args.device)
-        if hasattr(model, "fold"):  # GSN: plain convs for inference, as `score` does (exact, faster)
-            model.fold()
+        model = inference.prepare(load_model(spec, args.device), device)  # the inference graph `score` runs
         models[evaluate.model_label(model)] = model
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=err, transient=True, disable=args.quiet) as progress:
         task = progress.add_task("scoring", total=len(items) * len(models))
-        results = evaluate.evaluate_models(models, items, device=pick_device(args.device), batch_size=args.batch,
+        results = evaluate.evaluate_models(models, items, device=device, batch_size=args.batch,
                                            n_boot=args.boot, baselines=not args.no_baselines,
                                            on_progress=lambda n: progress.advance(task, n))
     cells, notes = evaluate.table_cells(results)

@@ -13,6 +13,7 @@ import sys
 import numpy as np
 import torch
 
+from models import inference
 from monitor import signals, signals_cpu
 from monitor.frames import Frame
 
@@ -127,9 +128,10 @@ class ModelScorer:
     needs_rgb = True
 
     def __init__(self, model, device: torch.device):
-        if hasattr(model, "fold"):  # GSN: fold the central-difference convs into plain ones (exact, faster)
-            model.fold()
-        self.model = model.to(device).eval()
+        if device.type == "cpu":
+            keep_large_tensors_in_heap()
+        # In place and inference-only: GSN's CDC folded, BatchNorms folded into their convs.
+        self.model = inference.prepare(model, device)
         self.device = device
         info = model.info
         self.fr = info.kind == "FR"
