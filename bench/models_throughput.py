@@ -68,7 +68,7 @@ class Worker:
             keep_large_tensors_in_heap()
 
     def model(self, name: str, opts: dict):
-        key = (name, json.dumps(opts, sort_keys=True))
+        key = (name, bool(opts.get("prepare")), bool(opts.get("compile")))  # the other options act per call
         if key not in self.models:
             from models import registry
 

@@ -11,6 +11,8 @@ train it or save its state dict afterwards (keys of folded BatchNorms are gone).
   `torch.fx` trace, not guessed from module order (in MFENet's octave block a BatchNorm follows
   a *sum* of two convs and must stay).
 * optionally `compiled(score_frames)`: torch.compile with a clean fall-back to eager.
+
+`autocast_dtype(device)` is the precision the monitor scores in (float32 on CPU unless asked).
 """
 from __future__ import annotations
 
@@ -66,6 +68,30 @@ def fuse_conv_bn(module: nn.Module) -> int:
         module.set_submodule(node.target, _after_fold(bn))
         folded += 1
     return folded
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU has bf16 dot-product instructions (AVX512-BF16 or AMX); elsewhere bf16 is emulated, slower than fp32."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:  # not Linux: no way to tell cheaply, so no bf16
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """The reduced precision a model scores in on `device`; None is float32.
+
+    CUDA: bf16 (fp16 where bf16 is unsupported). CPU: float32, unless VQMON_CPU_BF16=1 on a CPU with
+    bf16 instructions: 1.1–1.5× the frames/s, SRCC against VMAF within 0.0004 of float32, but single
+    scores up to 2.5 points (of 100) away from float32's, and so from another machine's.
+    """
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu" and os.environ.get("VQMON_CPU_BF16") == "1" and cpu_has_bf16():
+        return torch.bfloat16
+    return None
 
 
 def compiled(fn):

@@ -121,7 +121,8 @@ def rgb_batch(frames: list[Frame], device: torch.device) -> torch.Tensor:
 class ModelScorer:
     """A quality model from `models.registry` as a scorer of metric `nr.<name>` or `fr.<name>`.
 
-    On CUDA it runs under bf16 autocast (fp16 where bf16 is unsupported); on CPU in fp32. Records
+    On CUDA it runs under bf16 autocast (fp16 where bf16 is unsupported); on CPU in fp32 (bf16 with
+    VQMON_CPU_BF16=1 where the CPU has bf16 instructions: `models.inference.autocast_dtype`). Records
     carry `model` = name/variant@sha256-prefix, or @untrained for a model created with weights=None.
     """
 
@@ -143,10 +144,7 @@ class ModelScorer:
             f"{info.name} ({info.variant}): {info.protocol}", to_score=model.normalise)}
         self.models = {self.metric: self.tag}
         self._labels = getattr(model, "extra_labels", {})
-        if device.type == "cuda":
-            self._dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        else:
-            self._dtype = None
+        self._dtype = inference.autocast_dtype(device)
 
     @torch.inference_mode()
     def score(self, frames: list[Frame], refs: list[Frame | None]) -> tuple[dict[str, np.ndarray], dict[str, list]]:

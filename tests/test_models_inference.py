@@ -135,3 +135,17 @@ def test_compile_is_off_unless_asked(monkeypatch):
     monkeypatch.setenv("VQMON_COMPILE", "1")
     monkeypatch.setattr(torch, "compile", lambda fn: fn)
     assert "score_frames" in vars(prepare(registry.create("liqe", "lite", weights=None)))
+
+
+def test_cpu_scores_in_float32_unless_bf16_is_asked_for_and_native(monkeypatch):
+    from models import inference
+
+    cpu = torch.device("cpu")
+    monkeypatch.delenv("VQMON_CPU_BF16", raising=False)
+    monkeypatch.setattr(inference, "cpu_has_bf16", lambda: True)
+    assert inference.autocast_dtype(cpu) is None
+    monkeypatch.setenv("VQMON_CPU_BF16", "1")
+    assert inference.autocast_dtype(cpu) is torch.bfloat16
+    assert ModelScorer(registry.create("liqe", "lite", weights=None), cpu)._dtype is torch.bfloat16
+    monkeypatch.setattr(inference, "cpu_has_bf16", lambda: False)  # emulated bf16 would be slower than fp32
+    assert inference.autocast_dtype(cpu) is None
