@@ -328,9 +328,9 @@ def main() -> None:
                 print(f"{n:7} {b:10.2f} {a:10.2f} {a / b:6.2f}")
 
         # --- accuracy ------------------------------------------------------------------------------
-        acc_steps = [s for s in ("before", "fused", "bf16") if s in steps]
-        if "fused" in acc_steps:
-            old = "before" if "before" in acc_steps else "heap"
+        old = next((s for s in ("before", "passive", "heap") if s in steps), None)
+        acc_steps = [s for s in (old, "fused", "bf16") if s in steps]
+        if old and "fused" in acc_steps:
             print(f"\naccuracy: `{old}` against `fused` (what the monitor runs){' and `bf16`' if 'bf16' in acc_steps else ''}; "
                   "Δ on the 0–100 score")
             print(f"{'model':7} {'items':24} {'n':>4} {'SRCC ' + old:>12} " + " ".join(

@@ -100,7 +100,7 @@ def compiled(fn):
     A missing C++ compiler, an unsupported op or an out-of-memory compile then costs one warning,
     not the stream; an error `fn` raises on its own is raised again by the eager call.
     """
-    state = {"fn": torch.compile(fn)}
+    state = {"fn": torch.compile(fn, options={"freezing": True})}  # weights as constants: folded, prepacked
 
     @functools.wraps(fn)
     def call(*args, **kwargs):

@@ -111,7 +111,7 @@ def test_model_scorer_runs_the_prepared_model_with_the_same_scores(tmp_path):
 
 
 def test_compiled_falls_back_to_eager_once(monkeypatch, caplog):
-    def broken_compile(fn):
+    def broken_compile(fn, **options):
         def run(*args, **kwargs):
             raise RuntimeError("InductorError: no C++ compiler")
         return run
@@ -133,7 +133,7 @@ def test_compile_is_off_unless_asked(monkeypatch):
     monkeypatch.delenv("VQMON_COMPILE", raising=False)
     assert "score_frames" not in vars(prepare(registry.create("liqe", "lite", weights=None)))
     monkeypatch.setenv("VQMON_COMPILE", "1")
-    monkeypatch.setattr(torch, "compile", lambda fn: fn)
+    monkeypatch.setattr(torch, "compile", lambda fn, **options: fn)
     assert "score_frames" in vars(prepare(registry.create("liqe", "lite", weights=None)))
 
 
