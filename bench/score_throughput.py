@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `vqmon` sets it before torch loads (monitor/cli.py)
+
 import av
 import imageio_ffmpeg
 from rich.console import Console
@@ -106,7 +108,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clip", help="natural video to take the content from (default: a panned photo)")
     ap.add_argument("--frames", type=int, default=100)
-    ap.add_argument("--model-frames", type=int, default=25)
+    ap.add_argument("--model-frames", type=int, default=100)
     ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds; each row's best round is shown")
     ap.add_argument("--no-models", dest="models", action="store_false")
     args = ap.parse_args()
