@@ -14,6 +14,19 @@ FREEZE = (8, 22)  # frames 8..21 repeat frame 7 (0.56 s: above the 0.5 s reporti
 BLACK = (28, 34)
 
 
+class Collect:
+    """A sink that keeps the records it is given, for tests that look at them."""
+
+    def __init__(self):
+        self.records = []
+
+    def write(self, records):
+        self.records += list(records)
+
+    def close(self):
+        pass
+
+
 @pytest.fixture(scope="session")
 def media(tmp_path_factory):
     """Lossless reference, x264 encodes at CRF 18/28/38/48, and a CRF-23 clip with a freeze and a black stretch."""

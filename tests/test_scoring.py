@@ -4,23 +4,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from conftest import Collect
 from models import registry
 from monitor.records import FrameScore, WindowStat
 from monitor.cli import main
 from monitor.pipeline import score_file
 from monitor.samples import encode, panned_frames
 from monitor.sampling import Sampler
-
-
-class Collect:
-    def __init__(self):
-        self.records = []
-
-    def write(self, records):
-        self.records += list(records)
-
-    def close(self):
-        pass
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ import imageio_ffmpeg
 import numpy as np
 import pytest
 
+from conftest import Collect
 from monitor import config
 from monitor.cli import main
 from monitor.errors import InputError
@@ -24,17 +25,6 @@ from monitor.vmaf import ChunkedVmaf, VmafOptions
 
 W, H, N = 320, 192, 40
 AGREE = 0.01  # VMAF points: the brief's bound for vqmon vs FFmpeg on the same files (measured: 0.0)
-
-
-class Collect:
-    def __init__(self):
-        self.records = []
-
-    def write(self, records):
-        self.records += list(records)
-
-    def close(self):
-        pass
 
 
 def ffmpeg_vmaf(dist: str, ref: str, ref_filter: str = "null", both_filter: str = "null") -> np.ndarray:
