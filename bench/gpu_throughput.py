@@ -172,15 +172,18 @@ def end_to_end_rows(clip: str, ref: str, device: str) -> list[list]:
         ("signals NR + FR (--ref)", {"ref": ref}, []),
         ("signals + liqe-lite", {}, ["liqe"]),
         ("signals NR + FR + all four lite models (--ref)", {"ref": ref}, list(registry.MODULES)),
-        ("signals + liqe-lite, --sample 5fps", {"sampler": Sampler.parse("5fps")}, ["liqe"]),
+        ("signals + liqe-lite, --sample 5fps", {"sample": "5fps"}, ["liqe"]),
     ]
     rows = []
     for label, kwargs, models in cases:
         try:
             rates = []
             for _ in range(2):
+                options = {k: v for k, v in kwargs.items() if k != "sample"}
+                if "sample" in kwargs:  # a Sampler keeps its schedule: a fresh one per run
+                    options["sampler"] = Sampler.parse(kwargs["sample"])
                 start = time.perf_counter()
-                s = score_file(clip, device=device, models=[lite[m] for m in models], **kwargs)
+                s = score_file(clip, device=device, models=[lite[m] for m in models], **options)
                 rates.append(s.frames_seen / (time.perf_counter() - start))
             rows.append([label, s.frames_seen, s.frames_scored, fmt(rates[0]), fmt(rates[1])])
         except Exception as e:
