@@ -17,14 +17,15 @@ import ray
 from rich.console import Console
 from rich.table import Table
 
-from monitor.pipeline import score_file
+from monitor.build import score_file
+from monitor.config import StreamConfig
 from monitor.samples import encode, panned_frames
 from monitor.sinks.parquet import ParquetSink
 from pipelines.batch import BatchOptions, run_batch
 
 
 def plain(paths: list[str], out: str, device: str) -> int:
-    return sum(score_file(p, sinks=[ParquetSink(out)], device=device).frames_seen for p in paths)
+    return sum(score_file(StreamConfig(p), sinks=[ParquetSink(out)], device=device).frames_seen for p in paths)
 
 
 def plain_one_thread(paths: list[str], out: str, device: str) -> int:

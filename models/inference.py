@@ -1,6 +1,6 @@
 """Inference-only rewrites of a quality model: the same scores up to float rounding, in less time.
 
-`prepare(model, device)` is what the monitor (`monitor.scoring.ModelScorer`) and `vqmon eval`
+`prepare(model, device)` is what the monitor (`monitor.scoring.scorers.ModelScorer`) and `vqmon eval`
 run before scoring. It changes the model in place, so the result is for inference only: do not
 train it or save its state dict afterwards (keys of folded BatchNorms are gone).
 
@@ -123,9 +123,7 @@ def prepare(model, device: torch.device | str = "cpu", compile: bool | None = No
     environment. Off by default: on 2 CPU cores the first batch of each new shape waits 20–80 s
     for the compiler, for 1.1–1.3× afterwards (bench/models_throughput.py --compile).
     """
-    if hasattr(model, "fold"):
-        model.fold()
-    model = model.to(device).eval()
+    model = model.fold().to(device).eval()
     fuse_conv_bn(model)
     if compile is None:
         compile = os.environ.get("VQMON_COMPILE") == "1"

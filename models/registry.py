@@ -10,7 +10,7 @@ imported lazily, so a broken or absent one only affects its own entries.
 `torch.utils.flop_counter.FlopCounterMode` (MACs = FLOPs / 2; convolutions, matmuls and
 attention, not element-wise ops) on the meta device, so nothing is computed, and cached per
 process, after one uncounted warm-up call (one-off work such as LIQE's text features is not
-charged to every crop). A model with `fold()` (GSN's CDC) is folded first: the count is its inference graph.
+charged to every crop). The model is folded first (GSN's CDC): the count is its inference graph.
 """
 from __future__ import annotations
 
@@ -22,10 +22,10 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from models.base import QualityModel
-from models.weights import WeightsError, default_entry, load
+from models.table import MODELS, VARIANTS, default_weights
+from models.weights import WeightsError, load
 
-MODULES = {"nemg": "models.nemg", "mfenet": "models.mfenet", "liqe": "models.liqe", "gsn": "models.gsn"}
-VARIANTS = ("lite", "paper")
+MODULES = {name: row.module for (name, _), row in MODELS.items()}  # name → module, in table order
 
 
 def _module(name: str):
@@ -40,8 +40,10 @@ def create(
     weights: str | None = "default",
     device: str | torch.device = "cpu",
     backbone_weights: str | None = None,
+    for_inference: bool = False,
 ) -> QualityModel:
-    """A model in eval mode on `device`.
+    """A model in eval mode on `device`; with `for_inference`, rewritten for fast scoring (`models.inference.prepare`:
+    GSN's CDC folded, BatchNorms fused; the scores equal the plain model's to float rounding; not for training).
 
     weights: "default" = the manifest's shipped file for (name, variant), an error if none ships;
     a path = that file (safetensors or torch, strict); None = untrained.
@@ -52,7 +54,7 @@ def create(
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
     model = _module(name).build(variant=variant, backbone_weights=backbone_weights)
     if weights == "default":
-        entry = default_entry(name, variant)
+        entry = default_weights(name, variant)
         if entry is None:
             raise WeightsError(
                 f"no trained weights ship for {name}/{variant}: pass weights=<path to a checkpoint>, "
@@ -61,6 +63,10 @@ def create(
         load(model, entry["file"], expected_sha256=entry["sha256"])
     elif weights is not None:
         load(model, weights)
+    if for_inference:
+        from models.inference import prepare
+
+        return prepare(model, device)
     return model.to(device).eval()
 
 
@@ -75,9 +81,7 @@ def describe(name: str, variant: str) -> dict:
     """Metadata of one (model, variant): ModelInfo fields, params, GMACs, weights source, trained."""
     model = _module(name).build(variant=variant, backbone_weights=None).eval()
     params = sum(p.numel() for p in model.parameters())
-    if hasattr(model, "fold"):
-        model.fold()
-    model = model.to("meta")
+    model = model.fold().to("meta")
     fr = model.info.kind == "FR"
     crop = torch.empty(1, 3, 224, 224, device="meta")
     frame = torch.empty(1, 3, 1080, 1920, device="meta")
@@ -85,7 +89,7 @@ def describe(name: str, variant: str) -> dict:
         model(crop, crop) if fr else model(crop)  # uncounted warm-up: one-off work (cached text features) is no per-crop cost
         gmacs_224 = _gmacs(lambda: model(crop, crop) if fr else model(crop))
         gmacs_1080p = _gmacs(lambda: model.score_frames(frame, frame if fr else None))
-    entry = default_entry(name, variant)
+    entry = default_weights(name, variant)
     return {
         **model.info.as_dict(),
         "params_m": round(params / 1e6, 3),

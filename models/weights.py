@@ -11,7 +11,7 @@ file and every missing, unexpected or mis-shaped key.
 
 `models/weights/manifest.json` lists the weights shipped with the package: one entry per
 (name, variant) with its file (relative to that folder), sha256, training data, teacher, steps
-and metrics. `default_entry` resolves it.
+and metrics. `models.table.default_weights` resolves it.
 """
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-WEIGHTS_DIR = Path(__file__).with_name("weights")
+from models.table import WEIGHTS_DIR
+
 MANIFEST = WEIGHTS_DIR / "manifest.json"
 _WRAPPERS = ("params", "state_dict")
 
@@ -126,11 +127,3 @@ def load(model: nn.Module, path: str | Path, expected_sha256: str | None = None)
 
 def manifest_entries() -> list[dict]:
     return json.loads(MANIFEST.read_text())["entries"]
-
-
-def default_entry(name: str, variant: str) -> dict | None:
-    """The shipped manifest entry of (name, variant), its `file` made absolute; None if none ships."""
-    for entry in manifest_entries():
-        if entry["name"] == name and entry["variant"] == variant:
-            return {**entry, "file": str(WEIGHTS_DIR / entry["file"])}
-    return None

@@ -1,10 +1,12 @@
-"""One stream, end to end in one process: Source → Sampler → (ReferencePairer) → Scorers → Windows → Sinks.
+"""One stream, end to end in one process: Source → Sampler → (pairer) → Scorers → Windows → Alerts → Sinks.
+
+`monitor.build` assembles a StreamPipeline from a typed StreamConfig; this module runs it.
 
 Decoding (and luma extraction) runs in a background thread feeding a bounded queue, so the
 decoder and the scorers overlap; frames are scored in batches so the torch work is vectorised.
 A live source must keep up instead: its reader never waits on the queue (a blocked reader
 stalls the network socket), and a `KeepUp` measures the lag and adapts the sampling.
-VMAF (monitor/vmaf.py) is the one metric whose values come back later, a chunk at a time: it has
+VMAF (monitor/scoring/vmaf.py) is the one metric whose values come back later, a chunk at a time: it has
 its own in-order path (records, its own windows, alerts) on the thread that collects them.
 """
 from __future__ import annotations
@@ -13,71 +15,18 @@ import math
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
+from collections import deque
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from monitor.align import ReferencePairer
-from monitor.frames import Frame
 from monitor.records import FrameScore, StreamEvent, utcnow
-from monitor.sampling import KeepUp, Sampler
-from monitor.scoring import ModelScorer, SignalScorer, pick_device
-from monitor.signals import BLACK_FRAME_RATIO, FREEZE_MAFD, segments
-from monitor.sources import FileSource, StreamInfo
-from monitor.vmaf import ChunkedVmaf, VmafOptions
+from monitor.scoring.vmaf import ChunkedVmaf, VmafOptions
+from monitor.sinks import RuntimeStats, Sinks
+from monitor.source.frames import Frame
+from monitor.source.sampling import KeepUp, Sampler
 from monitor.windows import WindowAggregator, WindowSpec
-
-BLACK_MIN_S = 0.1  # shortest black run the summary reports
-FREEZE_MIN_S = 0.5  # shortest freeze the summary reports (single repeats are normal, e.g. pulldown)
-
-
-@dataclass
-class MetricSummary:
-    metric: str
-    unit: str
-    count: int
-    mean: float
-    p5: float
-    min: float
-    max: float
-    worst_index: int
-    worst_pts_s: float
-
-
-@dataclass
-class Segment:
-    kind: str  # "black" | "freeze"
-    start_s: float
-    end_s: float
-    first_frame: int
-    last_frame: int
-
-
-@dataclass
-class RunSummary:
-    source: str
-    stream_id: str
-    info: StreamInfo
-    sampling: str
-    frames_seen: int = 0
-    frames_scored: int = 0
-    decode_errors: int = 0
-    last_error: str = ""
-    scorer_errors: int = 0  # VMAF chunks that failed (their frames have no fr.vmaf)
-    last_scorer_error: str = ""
-    reference: str | None = None
-    ref_paired: int = 0
-    ref_unpaired: int = 0
-    ref_ended_at: int | None = None
-    elapsed_s: float = 0.0
-    metrics: list[MetricSummary] = field(default_factory=list)
-    segments: list[Segment] = field(default_factory=list)
-
-    @property
-    def fps(self) -> float:
-        return self.frames_seen / self.elapsed_s if self.elapsed_s else math.nan
-
 
 @dataclass
 class _Item:
@@ -124,23 +73,27 @@ class _Decoder(threading.Thread):
     make room, else the new frame is; sampled frames lost that way are counted in `dropped`.
     """
 
-    def __init__(self, source: FileSource, sampler: Sampler, pairer: ReferencePairer | None, need_rgb: bool,
-                 depth: int = 32, live: bool = False):
+    def __init__(self, source, sampler: Sampler, pairer, need_rgb: bool, depth: int = 32, live: bool = False):
         super().__init__(daemon=True, name=f"decode-{source.stream_id}")
         self.source, self.sampler, self.pairer, self.need_rgb = source, sampler, pairer, need_rgb
         self.queue = _FrameQueue(maxsize=depth)
         self.live = live
         self.arrived = 0  # frames read from the source
         self.dropped = 0  # sampled frames dropped because the queue was full (live only)
+        self.decode_s: deque[float] = deque()  # reading-thread CPU seconds per frame, until the scorers report them
         self._stop_flag = threading.Event()
         info = getattr(source, "info", None)
         self._period = 1.0 / ((info.fps if info else None) or 25.0)
 
     def run(self) -> None:
         try:
-            for frame in self.source:
-                if self._stop_flag.is_set():
+            frames = iter(self.source)
+            while True:
+                started = time.thread_time()  # CPU time: a live source's wait for the network is not decoding
+                frame = next(frames, None)
+                if frame is None or self._stop_flag.is_set():
                     break
+                self.decode_s.append(time.thread_time() - started)
                 self.arrived += 1
                 t = frame.pts_s if frame.pts_s is not None else frame.index * self._period
                 item = _Item(frame, t, self.sampler.take(frame.index, t))
@@ -148,13 +101,9 @@ class _Decoder(threading.Thread):
                     self.dropped += item.sampled
                     continue
                 if item.sampled:
-                    if self.pairer is not None:
-                        match = self.pairer.match(frame)
-                        if hasattr(match, "reference"):  # an Aligner's Match
-                            item.alignment = {"align_offset": match.offset,
-                                              "align_confidence": round(match.confidence, 4)}
-                            match = match.reference
-                        item.ref = match
+                    match = self.pairer.match(frame) if self.pairer is not None else None
+                    if match is not None:
+                        item.ref, item.alignment = match.reference, match.alignment
                     for f in (frame, item.ref):  # convert here, off the scoring thread
                         if f is not None:
                             f.y  # noqa: B018
@@ -192,8 +141,8 @@ class StreamPipeline:
     Works for files and live sources alike: frames are scored in batches of `batch_size`, but a
     partial batch is scored as soon as the decoder has nothing more queued, so live latency stays
     at about one frame. Records, closed windows, alert events and stream events go to `sinks`
-    (under `sink_lock` when several pipelines share them); a sink with a `flush_interval_s`
-    attribute is flushed that often (e.g. Kafka, so outages are noticed and spools replayed).
+    (a `Sinks`, which several pipelines may share), and so do the runtime counters of each batch.
+    `sources`: the source and any reference source, which `stop()` stops and `close()` closes.
     With `summarise=False` (live) no per-frame history is kept, so memory stays flat.
     `keepup` (live sources; None for files, which are scored losslessly) makes the reader drop
     frames rather than wait, gets each scored batch's lag and emits `behind`/`caught_up` events;
@@ -203,43 +152,33 @@ class StreamPipeline:
     `scorer_error` stream event and counted in `scorer_errors`).
     """
 
-    def __init__(self, source, *, pairer=None, sampler: Sampler | None = None, window: WindowSpec = WindowSpec(2.0),
-                 sinks=(), scorers=(), alerts=None, batch_size: int = 8, summarise: bool = True, sink_lock=None,
-                 on_record=None, thumbnails=None, keepup: KeepUp | None = None, vmaf: VmafOptions | None = None):
+    def __init__(self, source, *, sinks: Sinks, pairer=None, sampler: Sampler | None = None,
+                 window: WindowSpec = WindowSpec(2.0), scorers=(), alerts=None, batch_size: int = 8,
+                 summarise: bool = True, on_record=None, thumbnails=None, keepup: KeepUp | None = None,
+                 vmaf: VmafOptions | None = None, sources=()):
         self.source, self.pairer = source, pairer
+        self.sources = list(sources) or [source]
         self.sampler = keepup.sampler if keepup else (sampler or Sampler())
         self.keepup = keepup
         self.windows = WindowAggregator(window)
-        self.sinks, self.scorers, self.alerts = list(sinks), list(scorers), alerts
+        self.sinks, self.scorers, self.alerts = sinks, list(scorers), alerts
         self.batch_size, self.summarise = batch_size, summarise
-        self.sink_lock = sink_lock or threading.Lock()
         self.on_record = on_record  # called with every record written (status displays, metrics)
         self.thumbnails = thumbnails  # ThumbnailStore holding recent frames for alert evidence
         self.collected: dict[str, list] = {}  # metric → [values], plus "_index"/"_pts" per scored frame
         self.frames_seen = 0
         self._decoder = _Decoder(source, self.sampler, pairer, need_rgb=any(s.needs_rgb for s in self.scorers),
                                  live=keepup is not None)
-        self._flushed_at = time.monotonic()
         self.vmaf = ChunkedVmaf(vmaf, self._vmaf_chunk, self._vmaf_failed) if vmaf else None
         self._vmaf_windows = WindowAggregator(window)
         self._vmaf_values: dict[int, float] = {}  # frame index → fr.vmaf, for the summary
         self.scorer_errors, self.last_scorer_error = 0, ""
+        self._lost_reported = 0  # frames dropped or corrupt, as last reported to the sinks
 
     def emit(self, records) -> None:
-        """Write records to every sink (thread-safe); stream events from sources come in here too."""
+        """Write records to the sinks (thread-safe); stream events from sources come in here too."""
         records = list(records)
-        if not records:
-            return
-        with self.sink_lock:
-            for sink in self.sinks:
-                sink.write(records)
-            now = time.monotonic()
-            if now - self._flushed_at >= 1.0:
-                self._flushed_at = now
-                for sink in self.sinks:
-                    interval = getattr(sink, "flush_interval_s", None)
-                    if interval is not None:
-                        sink.flush()
+        self.sinks.write(records)
         if self.on_record:
             for r in records:
                 self.on_record(r)
@@ -280,11 +219,15 @@ class StreamPipeline:
                 self.vmaf.close()
 
     def stop(self) -> None:
-        """Ask the run to end (from another thread or a signal handler): the source stops, buffers flush."""
-        stop = getattr(self.source, "stop", None)
-        if stop:
-            stop()
+        """Ask the run to end (from another thread or a signal handler): the sources stop, buffers flush."""
+        for source in self.sources:
+            source.stop()
         self._decoder.request_stop()
+
+    def close(self) -> None:
+        """Release the sources (files, sockets) once the run is over."""
+        for source in self.sources:
+            source.close()
 
     def _alerts_for_windows(self, closed) -> list:
         return [e for w in closed for e in self.alerts.observe_window(w)]
@@ -330,7 +273,7 @@ class StreamPipeline:
             for scorer in self.scorers:
                 t0 = time.perf_counter()
                 v, e = scorer.score([i.frame for i in sampled], [i.ref for i in sampled])
-                timings[getattr(scorer, "tag", "signals")] = (time.perf_counter() - t0) / len(sampled)
+                timings[scorer.tag] = (time.perf_counter() - t0) / len(sampled)
                 values.update(v)
                 extras.update(e)
                 infos.update(scorer.metrics)
@@ -371,7 +314,7 @@ class StreamPipeline:
         if self.alerts:
             records += self._alerts_for_windows(closed)
         self.emit(records + closed)
-        self._runtime_metrics(batch[0].frame.stream_id, len(batch), timings)
+        self._report_runtime(batch[0].frame.stream_id, len(batch), timings)
         if sampled and self.keepup is not None:
             self._keep_up(sampled[0].frame, len(sampled), time.monotonic() - started)
 
@@ -384,88 +327,11 @@ class StreamPipeline:
             d.queue.thin(self.sampler.cap)  # the queued frames were sampled at a rate the scorers could not sustain
         self.emit([StreamEvent(oldest.stream_id, name, detail=detail) for name, detail in events])
 
-    def _runtime_metrics(self, stream_id: str, decoded: int, timings: dict[str, float]) -> None:
-        """Sinks that keep runtime metrics (OTel) get frames decoded and per-frame inference time per scorer."""
-        for sink in self.sinks:
-            if hasattr(sink, "frames_decoded"):
-                with self.sink_lock:
-                    sink.frames_decoded(stream_id, decoded)
-                    for name, seconds in timings.items():
-                        sink.inference_latency(stream_id, name, seconds)
-
-
-def score_file(path: str, ref: str | None = None, ref_offset: int = 0, sampler: Sampler | None = None,
-               window: WindowSpec = WindowSpec(2.0), sinks=(), device: str = "auto", batch_size: int = 8,
-               stream_id: str | None = None, models=(), alerts=None, thumbnails=None, on_progress=None,
-               signal_kernels: str = "auto", vmaf: VmafOptions | None = None) -> RunSummary:
-    """Score one file (optionally against a reference file) and write records to `sinks`.
-
-    `models`: quality models (from models.registry.create) scored on every sampled frame besides the signals.
-    `alerts`: an AlertEngine whose events go to the sinks with the other records; `thumbnails`: the
-    ThumbnailStore that engine writes evidence pictures from (recent frames are added to it).
-    `signal_kernels`: see SignalScorer ("torch" forces the batched torch signals on a CPU).
-    `vmaf`: also score fr.vmaf on the frames with a reference (check the options first: `monitor.vmaf.check`).
-    """
-    sampler = sampler or Sampler()
-    source = FileSource(path, stream_id=stream_id)
-    ref_source = FileSource(ref, scale_to=(source.info.width, source.info.height)) if ref else None
-    pairer = ReferencePairer(ref_source, ref_offset) if ref_source else None
-    summary = RunSummary(path, source.stream_id, source.info, sampler.describe(), reference=ref)
-    dev = pick_device(device)
-    scorers = [SignalScorer(dev, kernels=signal_kernels)] + [ModelScorer(m, dev) for m in models]
-    pipe = StreamPipeline(source, pairer=pairer, sampler=sampler, window=window, sinks=sinks, scorers=scorers,
-                          alerts=alerts, batch_size=batch_size, thumbnails=thumbnails, vmaf=vmaf if ref else None)
-    started = time.perf_counter()
-    try:
-        pipe.run(on_progress)
-    finally:
-        for sink in sinks:
-            sink.close()
-        source.close()
-        if ref_source:
-            ref_source.close()
-    summary.elapsed_s = time.perf_counter() - started
-    summary.frames_seen = pipe.frames_seen
-    summary.decode_errors, summary.last_error = source.stats.decode_errors, source.stats.last_error
-    summary.scorer_errors, summary.last_scorer_error = pipe.scorer_errors, pipe.last_scorer_error
-    if pairer:
-        summary.ref_paired, summary.ref_unpaired, summary.ref_ended_at = pairer.paired, pairer.unpaired, pairer.ref_ended_at
-    _summarise(summary, scorers + ([pipe.vmaf] if pipe.vmaf else []), pipe.collected, source.info.fps or 25.0)
-    return summary
-
-
-def _size(batch: list[_Item]) -> tuple[int, int]:
-    f = next(i.frame for i in batch if i.sampled) if any(i.sampled for i in batch) else batch[0].frame
-    return f.width, f.height
-
-
-def _summarise(summary: RunSummary, scorers, collected: dict, fps: float) -> None:
-    index = np.array(collected.get("_index", []), dtype=np.int64)
-    pts = np.array(collected.get("_pts", []), dtype=np.float64)
-    summary.frames_scored = len(index)
-    infos = {m: i for s in scorers for m, i in s.metrics.items()}
-    for m, vals in collected.items():
-        if m.startswith("_"):
-            continue
-        v = np.array(vals, dtype=np.float64)
-        ok = ~np.isnan(v)
-        if not ok.any():
-            continue
-        info = infos[m]
-        pos = np.flatnonzero(ok)
-        worst = pos[np.argmin(v[ok])] if info.higher_is_better else pos[np.argmax(v[ok])]
-        summary.metrics.append(MetricSummary(m, info.unit, int(ok.sum()), float(v[ok].mean()),
-                                             float(np.percentile(v[ok], 5)), float(v[ok].min()), float(v[ok].max()),
-                                             int(index[worst]), float(pts[worst])))
-    period = 1.0 / fps
-    for kind, flags, min_s in (
-        ("black", [x >= BLACK_FRAME_RATIO for x in collected.get("sig.black", [])], BLACK_MIN_S),
-        # a frame equal to its predecessor: the freeze starts at that predecessor
-        ("freeze", [x <= FREEZE_MAFD for x in collected.get("sig.freeze", [])], FREEZE_MIN_S),
-    ):
-        for a, b in segments(flags):
-            if kind == "freeze" and a > 0:
-                a -= 1
-            start, end = pts[a], pts[b] + period
-            if end - start >= min_s - 1e-9:
-                summary.segments.append(Segment(kind, float(start), float(end), int(index[a]), int(index[b])))
+    def _report_runtime(self, stream_id: str, decoded: int, timings: dict[str, float]) -> None:
+        """The batch's runtime counters to the sinks: frames decoded and dropped, decode and per-scorer time."""
+        d = self._decoder
+        decode_s = [d.decode_s.popleft() for _ in range(len(d.decode_s))]
+        lost = d.dropped + self.source.stats.decode_errors
+        stats = RuntimeStats(decoded, lost - self._lost_reported, decode_s, timings)
+        self._lost_reported = lost
+        self.sinks.runtime(stream_id, stats)

@@ -96,13 +96,13 @@ class WindowStat:
 ALERT_STATES = ("pending", "firing", "resolved")
 STREAM_EVENTS = ("up", "down", "reconnect", "decode_error", "alignment_gained", "alignment_lost",
                  "restart",  # restart: the Ray supervisor restarted a crashed monitor
-                 "behind", "caught_up",  # a live stream's lag crossed max_lag (monitor/sampling.py KeepUp)
+                 "behind", "caught_up",  # a live stream's lag crossed max_lag (monitor/source/sampling.py KeepUp)
                  "scorer_error")  # a scorer run failed (a libvmaf chunk): its frames lack that metric
 
 
 @dataclass(slots=True)
 class AlertEvent:
-    """One transition of one alert (monitor/alerts.py). `since_s`/`at_s` are media time, so replays give the same events.
+    """One transition of one alert (monitor/alerts/engine.py). `since_s`/`at_s` are media time, so replays give the same events.
 
     `value`/`threshold` are the quantity the rule compares and its limit at this transition;
     `evidence` (JSON object) holds the worst frame while the condition held (`frame_index`,

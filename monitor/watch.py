@@ -1,7 +1,7 @@
-"""`vqmon watch`: one StreamPipeline per configured stream, each in its own thread, sharing the sinks.
+"""`vqmon watch`: one StreamPipeline per configured stream (`monitor.build`), each in its own thread, sharing the sinks.
 
 Stream events (up/down/reconnect, alignment, behind/caught_up) and alert events are records like the others.
-Live streams and realtime replays keep up (monitor/sampling.py KeepUp): their reader never waits
+Live streams and realtime replays keep up (monitor/source/sampling.py KeepUp): their reader never waits
 on the scorers, and the sampling is lowered while scoring lags; a file read as fast as it
 decodes waits for the scorers instead and is scored losslessly.
 `stop()` (SIGINT/SIGTERM in the CLI) ends every source, drains the pipelines, flushes windows
@@ -9,17 +9,20 @@ and open alerts, and closes the sinks, so nothing scored is lost.
 """
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from monitor.config import StreamConfig, WatchConfig
+from monitor import build
+from monitor.config import WatchConfig
 from monitor.errors import InputError
+from monitor.pipeline import StreamPipeline
 from monitor.records import AlertEvent, FrameScore, StreamEvent, WindowStat, utcnow
-from monitor.sampling import KeepUp, Sampler
+from monitor.scoring.scorers import pick_device
+from monitor.sinks import Sinks
+from monitor.source.sampling import KeepUp, Sampler
 
 
 HISTORY = 60  # window means kept per metric for the status page's sparklines
@@ -77,103 +80,28 @@ class StreamStatus:
             (self.firing.add if r.state == "firing" else self.firing.discard)(r.rule)
 
 
-def build_sinks(cfg: WatchConfig) -> list:
-    sinks = []
-    for name, opts in cfg.sinks.items():
-        if name == "parquet":
-            from monitor.cli import parse_duration
-            from monitor.sinks.parquet import ParquetSink
-
-            sinks.append(ParquetSink(opts.get("out", "vqmon-out"), rows_per_file=int(opts.get("rows", 200_000)),
-                                     roll_s=parse_duration(str(opts.get("roll", "60s")))))
-        elif name == "kafka":
-            from monitor.sinks.kafka import KafkaSink
-
-            sinks.append(KafkaSink(opts["bootstrap"], topic_prefix=opts.get("topic_prefix", "vqmon"),
-                                   spool_dir=opts.get("spool", "vqmon-spool")))
-        elif name == "otel":
-            from monitor.sinks.otel import OTelSink
-
-            sinks.append(OTelSink(exporter=opts.get("exporter", "console"), prometheus=opts.get("prometheus")))
-        elif name == "jsonl":
-            from monitor.sinks.jsonl import JsonlSink
-
-            sinks.append(JsonlSink(opts.get("out", "-")))
-        elif name == "webhook":
-            from monitor.alerts import WebhookNotifier
-
-            sinks.append(WebhookNotifier(opts["url"], retries=int(opts.get("retries", 3))))
-    return sinks
+def thumbnails_dir(cfg: WatchConfig) -> str | None:
+    """Alert evidence pictures go next to the records: the first Parquet or JSONL folder's thumbnails/."""
+    for sink in cfg.sinks:
+        if sink.type in ("parquet", "jsonl"):
+            return build.thumbnails_dir(sink.options.out)
+    return None
 
 
 class Watcher:
     def __init__(self, cfg: WatchConfig):
-        from monitor.alerts import AlertEngine, parse_rules
-        from monitor.cli import load_model, parse_window
-        from monitor.pipeline import StreamPipeline
-        from monitor.scoring import ModelScorer, SignalScorer, pick_device
-        from monitor.vmaf import LIVE_CHUNK_S, VmafOptions, check
-
         self.cfg = cfg
         self.device = pick_device(cfg.device)
-        self.sinks = build_sinks(cfg)
-        self.lock = threading.Lock()
+        self.sinks = Sinks.open(cfg.sinks)
         self.status: dict[str, StreamStatus] = {}
-        self.pipelines = {}
-        self._closers = []
-        vmaf_checked = set()
+        self.pipelines: dict[str, StreamPipeline] = {}
         for sc in cfg.streams:
-            vmaf = VmafOptions(sc.vmaf_model, sc.vmaf_threads, LIVE_CHUNK_S) if sc.vmaf else None
-            if vmaf and vmaf not in vmaf_checked:  # a missing libvmaf or model fails here, before any stream starts
-                check(vmaf)
-                vmaf_checked.add(vmaf)
             status = self.status[sc.id] = StreamStatus()
-            scorers = [SignalScorer(self.device)] + [ModelScorer(load_model(m, cfg.device), self.device)
-                                                      for m in sc.models]
-            thumbs = self._thumbnails(sc) if sc.alerts else None
-            alerts = AlertEngine(parse_rules(sc.alerts), thumbnail=thumbs) if sc.alerts else None
-            pipe_box: list = []
-            source = self._source(sc, lambda ev, box=pipe_box: box[0].emit([ev]) if box else None)
-            pairer = self._aligner(sc, source, lambda ev, box=pipe_box: box[0].emit([ev]) if box else None)
-            sampler = Sampler.parse(sc.sample)
-            keepup = KeepUp(sampler, sc.max_lag, sc.adaptive) if not source.is_file or sc.realtime else None
-            pipe = StreamPipeline(source, pairer=pairer, sampler=sampler, window=parse_window(sc.window),
-                                  sinks=self.sinks, scorers=scorers, alerts=alerts, summarise=False,
-                                  sink_lock=self.lock, on_record=status.observe, thumbnails=thumbs, keepup=keepup,
-                                  vmaf=vmaf)
-            status.sampler, status.keepup = sampler, keepup
-            pipe_box.append(pipe)
+            pipe = build.build(sc, self.sinks, self.device, live=True, thumbnails_dir=thumbnails_dir(cfg),
+                               on_record=status.observe)
+            status.sampler, status.keepup = pipe.sampler, pipe.keepup
             self.pipelines[sc.id] = pipe
         self._threads: list[threading.Thread] = []
-
-    def _thumbnails(self, sc: StreamConfig):
-        """Alert evidence pictures go next to the records: <parquet or jsonl folder>/thumbnails/<stream>/."""
-        from monitor.thumbnails import ThumbnailStore
-
-        out = (self.cfg.sinks.get("parquet") or {}).get("out") or (self.cfg.sinks.get("jsonl") or {}).get("out")
-        return ThumbnailStore(os.path.join(out, "thumbnails"), sc.id) if out and out != "-" else None
-
-    def _source(self, sc: StreamConfig, on_event):
-        from monitor.sources import LiveSource
-
-        options = {"rtsp_transport": sc.rtsp_transport} if sc.rtsp_transport else None
-        src = LiveSource(sc.url, stream_id=sc.id, open_timeout_s=sc.open_timeout, read_timeout_s=sc.read_timeout,
-                         listen=sc.listen, realtime=sc.realtime, max_reconnects=sc.max_reconnects,
-                         on_event=on_event, options=options)
-        self._closers.append(src)
-        return src
-
-    def _aligner(self, sc: StreamConfig, source, on_event):
-        if not sc.ref:
-            return None
-        from monitor.align import Aligner
-        from monitor.sources import LiveSource
-
-        ref = LiveSource(sc.ref, stream_id=f"{sc.id}.ref", listen=sc.ref_listen, realtime=sc.realtime,
-                         open_timeout_s=sc.open_timeout, read_timeout_s=sc.read_timeout,
-                         max_reconnects=sc.max_reconnects)
-        self._closers.append(ref)
-        return Aligner(ref, on_event=on_event)
 
     def start(self) -> None:
         for sid, pipe in self.pipelines.items():
@@ -195,8 +123,6 @@ class Watcher:
     def stop(self) -> None:
         for pipe in self.pipelines.values():
             pipe.stop()
-        for c in self._closers:
-            getattr(c, "stop", lambda: None)()
 
     def join(self, timeout: float | None = None) -> None:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -204,9 +130,9 @@ class Watcher:
             t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
     def close(self) -> None:
-        with self.lock:
-            for sink in self.sinks:
-                sink.close()
+        self.sinks.close()
+        for pipe in self.pipelines.values():
+            pipe.close()
 
     def status_line(self) -> str:
         parts = []

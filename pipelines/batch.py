@@ -25,8 +25,11 @@ from urllib.parse import quote
 import pyarrow as pa
 import ray
 
+from monitor.config import ModelSpec, StreamConfig
 from monitor.errors import InputError
-from monitor.vmaf import VmafOptions
+from monitor.scoring.vmaf import VmafOptions
+from monitor.source.sampling import Sampler
+from monitor.windows import WindowSpec
 
 VIDEO_EXTS = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".ts", ".m2ts", ".mts", ".avi", ".flv", ".mxf", ".y4m",
               ".h264", ".264", ".h265", ".hevc"}
@@ -56,13 +59,18 @@ class Job:
 class BatchOptions:
     """The `vqmon score` options every file is scored with."""
 
-    sample: str = "all"
-    window: str = "2s"
-    models: tuple[str, ...] = ()
+    sample: Sampler = field(default_factory=Sampler)
+    window: WindowSpec = WindowSpec(2.0)
+    models: tuple[ModelSpec, ...] = ()
     device: str = "auto"
     batch_size: int = 8
     ref_offset: int = 0
     vmaf: VmafOptions | None = None  # fr.vmaf for files with a reference
+
+    def stream(self, job: Job) -> StreamConfig:
+        """The StreamConfig of one file."""
+        return StreamConfig(job.path, id=job.stream_id, ref=job.ref, ref_offset=self.ref_offset, sample=self.sample,
+                            window=self.window, models=self.models, vmaf=self.vmaf if job.ref else None)
 
 
 @dataclass
@@ -160,17 +168,14 @@ class Ledger:
 # -- scoring one file ---------------------------------------------------------------------------
 def score_into(job: Job, out: str, opts: BatchOptions, models, device: str) -> dict:
     """Score `job` with `score_file` into a staging folder, then swap its stream folders into `out`."""
-    from monitor.cli import parse_window
-    from monitor.pipeline import score_file
-    from monitor.sampling import Sampler
+    from monitor.build import score_file
     from monitor.sinks.parquet import ParquetSink, write_atomic
 
     stage = os.path.join(out, ".staging", uuid.uuid4().hex)
     part = f"stream_id={quote(job.stream_id, safe='')}"
     try:
-        s = score_file(job.path, ref=job.ref, ref_offset=opts.ref_offset, sampler=Sampler.parse(opts.sample),
-                       window=parse_window(opts.window), sinks=[ParquetSink(stage)], device=device,
-                       batch_size=opts.batch_size, stream_id=job.stream_id, models=models, vmaf=opts.vmaf)
+        s = score_file(opts.stream(job), [ParquetSink(stage)], device=device, batch_size=opts.batch_size,
+                       models=models)
         write_atomic(pa.Table.from_pylist([_summary_row(s)], schema=SUMMARY_SCHEMA),
                      os.path.join(stage, "summaries", part))
         for kind in KINDS:
@@ -200,10 +205,11 @@ class FileScorer:
     """One pool member: models load once here, then every file it is handed is scored with them."""
 
     def __init__(self, out: str, opts: BatchOptions):
-        from monitor.cli import load_model
+        from monitor.build import load_model
+        from monitor.scoring.scorers import pick_device
 
         self.out, self.opts = out, opts
-        self.device = opts.device if opts.device != "auto" else ("cuda" if ray.get_gpu_ids() else "cpu")
+        self.device = pick_device(opts.device if opts.device != "auto" else ("cuda" if ray.get_gpu_ids() else "cpu"))
         self.models = [load_model(spec, self.device) for spec in opts.models]
 
     def score(self, job: Job) -> dict:

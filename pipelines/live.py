@@ -19,21 +19,21 @@ import traceback
 
 import ray
 
-from monitor.config import WatchConfig
+from monitor.config import OTelOptions, WatchConfig
 from monitor.records import StreamEvent
+from monitor.sinks import Sinks
 
 NAMESPACE = "vqmon"
 SUPERVISOR = "supervisor"
-EVENT_SINKS = ("parquet", "kafka", "jsonl")  # where the supervisor's own events (restarts) go
+EVENT_SINKS = ("parquet", "kafka", "jsonl")  # sink types the supervisor's own events (restarts) go to
 CHECK_EVERY_S = 0.5
 
 
 def _one_stream(cfg: WatchConfig, stream) -> WatchConfig:
     """The config a single monitor runs. A Prometheus endpoint is per host, so on Ray OTel exports by OTLP/console only."""
-    sinks = {k: dict(v) for k, v in cfg.sinks.items()}
-    if "otel" in sinks:
-        sinks["otel"].pop("prometheus", None)
-    return dataclasses.replace(cfg, streams=[stream], sinks=sinks)
+    sinks = tuple(dataclasses.replace(s, options=dataclasses.replace(s.options, prometheus=None))
+                  if isinstance(s.options, OTelOptions) else s for s in cfg.sinks)
+    return dataclasses.replace(cfg, streams=(stream,), sinks=sinks)
 
 
 @ray.remote
@@ -82,7 +82,7 @@ class Supervisor:
         self.lock = threading.Lock()
         self.streams: dict[str, _Stream] = {}
         self.cfg = cfg
-        self.sinks = []
+        self.sinks = Sinks()
         self._stopping = threading.Event()
         self.apply(cfg)
         self._loop = threading.Thread(target=self._health_loop, daemon=True, name="supervisor-health")
@@ -91,15 +91,12 @@ class Supervisor:
     # -- desired state -------------------------------------------------------------------------
     def apply(self, cfg: WatchConfig) -> dict:
         """Match the running monitors to `cfg`: new streams start, removed ones stop, changed ones restart."""
-        from monitor.watch import build_sinks
-
         with self.lock:
-            old_event_sinks = {k: v for k, v in self.cfg.sinks.items() if k in EVENT_SINKS}
-            new_event_sinks = {k: v for k, v in cfg.sinks.items() if k in EVENT_SINKS}
-            if not self.sinks or old_event_sinks != new_event_sinks:
-                for sink in self.sinks:
-                    sink.close()
-                self.sinks = build_sinks(dataclasses.replace(cfg, sinks=new_event_sinks))
+            old_event_sinks = [s for s in self.cfg.sinks if s.type in EVENT_SINKS]
+            new_event_sinks = [s for s in cfg.sinks if s.type in EVENT_SINKS]
+            if not self.sinks.sinks or old_event_sinks != new_event_sinks:
+                self.sinks.close()
+                self.sinks = Sinks.open(new_event_sinks)
             self.cfg = cfg
             wanted = {s.id: _one_stream(cfg, s) for s in cfg.streams}
             changes = {"started": [], "stopped": [], "restarted": []}
@@ -118,9 +115,7 @@ class Supervisor:
             return changes
 
     def _start(self, s: _Stream) -> _Stream:
-        placement = s.cfg.ray
-        s.handle = StreamMonitor.options(num_gpus=placement.get("num_gpus", 0),
-                                         num_cpus=placement.get("num_cpus", 1)).remote(s.cfg)
+        s.handle = StreamMonitor.options(num_gpus=s.cfg.ray.num_gpus, num_cpus=s.cfg.ray.num_cpus).remote(s.cfg)
         s.state, s.restart_at, s.last = "starting", None, {}
         return s
 
@@ -173,22 +168,16 @@ class Supervisor:
                 self._start(s)
 
     def _crashed(self, sid: str, s: _Stream, error: Exception, now: float) -> None:
-        from monitor.cli import parse_duration
-
-        placement = self.cfg.ray
-        base = parse_duration(str(placement.get("backoff", "1s")))
-        cap = parse_duration(str(placement.get("max_backoff", "60s")))
         s.crashes_in_row += 1
         s.restarts += 1
-        delay = min(base * 2 ** (s.crashes_in_row - 1), cap)
+        delay = min(self.cfg.ray.backoff * 2 ** (s.crashes_in_row - 1), self.cfg.ray.max_backoff)
         s.handle, s.state, s.restart_at = None, "restarting", now + delay
         reason = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
         self._emit(StreamEvent(sid, "restart", detail={"attempt": s.restarts, "backoff_s": delay, "error": reason}))
 
     def _emit(self, event: StreamEvent) -> None:
-        for sink in self.sinks:
-            sink.write([event])
-            sink.flush()  # a restart is rare and worth having on disk at once
+        self.sinks.write([event])
+        self.sinks.flush()  # a restart is rare and worth having on disk at once
 
     # -- answers -------------------------------------------------------------------------------
     def status(self) -> list[dict]:
@@ -213,9 +202,8 @@ class Supervisor:
             for s in self.streams.values():
                 self._stop(s)
                 s.state = "stopped"
-            for sink in self.sinks:
-                sink.close()
-            self.sinks = []
+            self.sinks.close()
+            self.sinks = Sinks()
 
 
 def start(cfg: WatchConfig, detached: bool = False):

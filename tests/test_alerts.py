@@ -11,12 +11,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 
-from monitor.alerts import (AlertEngine, BlackRule, CusumRule, DropRule, FreezeRule, LevelRule, WebhookNotifier,
-                            parse_rules)
+from monitor.alerts.engine import AlertEngine
+from monitor.alerts.rules import BlackRule, CusumRule, DropRule, FreezeRule, LevelRule
+from monitor.config import parse_rules
 from monitor.errors import InputError
 from monitor.records import AlertEvent, FrameScore, StreamEvent, to_json
 from monitor.sinks import parquet
 from monitor.sinks.jsonl import JsonlSink
+from monitor.sinks.webhook import WebhookSink
 from monitor.windows import WindowAggregator, WindowSpec
 
 FPS = 25
@@ -196,8 +198,8 @@ def test_rules_parse_from_config():
      "alert rule 'x': field 'recover_above' must be ≥ below (40.0) for hysteresis"),
     ({"name": "x", "kind": "level", "metric": "m", "above": 4, "recover_above": 5}, "field 'recover_above' does not go"),
     ({"name": "x", "kind": "level", "metric": "m", "below": "forty"}, "alert rule 'x': field 'below' must be a number"),
-    ({"name": "x", "kind": "level", "metric": "m", "below": 40, "for": "-2s"}, "field 'for' must be a duration ≥ 0"),
-    ({"name": "x", "kind": "level", "metric": "m", "below": 40, "for": "ten"}, "field 'for' must be a duration ≥ 0"),
+    ({"name": "x", "kind": "level", "metric": "m", "below": 40, "for": "-2s"}, "field 'for': '-2s': expected a duration"),
+    ({"name": "x", "kind": "level", "metric": "m", "below": 40, "for": "ten"}, "field 'for': 'ten': expected a duration"),
     ({"name": "x", "kind": "level", "metric": "m", "below": 40, "stat": "p99"}, "alert rule 'x': field 'stat' must be"),
     ({"name": "x", "kind": "drop", "metric": "m", "points": 15}, "alert rule 'x': field 'half_life' or 'span' is required"),
     ({"name": "x", "kind": "drop", "metric": "m", "points": -1, "span": 60}, "alert rule 'x': field 'points' must be > 0"),
@@ -282,22 +284,22 @@ def test_webhook_retries_after_a_failed_attempt(webhook_server):
     url, received, replies = webhook_server
     replies.append(503)
     event = alert()
-    assert WebhookNotifier(url, retries=3, backoff_s=0.01).post(event)
+    assert WebhookSink(url, retries=3, backoff_s=0.01).post(event)
     assert received == [("application/json", to_json(event).encode())] * 2
 
 
 def test_webhook_gives_up_on_client_errors_and_dead_endpoints(webhook_server, caplog):
     url, received, replies = webhook_server
     replies += [400, 400]
-    assert not WebhookNotifier(url, retries=3, backoff_s=0.01).post(alert())
+    assert not WebhookSink(url, retries=3, backoff_s=0.01).post(alert())
     assert len(received) == 1  # a client error is not retried
     replies.clear()
-    notifier = WebhookNotifier(url, backoff_s=0.01)
+    notifier = WebhookSink(url, backoff_s=0.01)
     notifier.write([alert("pending"), alert("firing"), alert("resolved"), StreamEvent("cam1", "up")])
     assert [json.loads(b)["state"] for _, b in received[1:]] == ["firing", "resolved"]
     with socket.socket() as s:  # a loopback port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    dead = WebhookNotifier(f"http://127.0.0.1:{port}/hook", retries=2, backoff_s=0.01, timeout_s=1)
+    dead = WebhookSink(f"http://127.0.0.1:{port}/hook", retries=2, backoff_s=0.01, timeout_s=1)
     assert not dead.post(alert())
     assert "not delivered after 3 attempt(s)" in caplog.text

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from monitor.align import MIN_FRAMES, Aligner
-from monitor.frames import Frame
+from monitor.source.align import MIN_FRAMES, Aligner
+from monitor.source.frames import Frame
 from monitor.records import StreamEvent
 from monitor.samples import encode, panned_frames
-from monitor.signals import psnr_y, to_float_luma
-from monitor.sources import FileSource
+from monitor.scoring.signals import psnr_y, to_float_luma
+from monitor.source.sources import FileSource
 
 W, H, FPS = 320, 192, 25
 LATE, DROP_AT, DROPPED, N_DIST = 7, 50, 3, 100  # distorted starts 7 frames in and loses 3 frames after its 50th

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from models import registry
-from monitor import signals
-from monitor.pipeline import score_file
+from monitor.scoring import signals
+from monitor.build import score_file
+from monitor.config import StreamConfig
 from monitor.samples import encode, panned_frames
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -48,8 +49,8 @@ def test_score_file_with_a_model_on_cuda(tmp_path):
     clip = encode(str(tmp_path / "c.mp4"), panned_frames(640, 360, 16), crf=35)
     ref = encode(str(tmp_path / "r.mp4"), panned_frames(640, 360, 16), crf=None)
     models = [registry.create("liqe", "lite", weights=None), registry.create("gsn", "lite", weights=None)]
-    gpu = score_file(clip, ref=ref, device="cuda", models=models)
-    cpu = score_file(clip, ref=ref, device="cpu")
+    gpu = score_file(StreamConfig(clip, ref=ref), device="cuda", models=models)
+    cpu = score_file(StreamConfig(clip, ref=ref), device="cpu")
     means = lambda s: {m.metric: m.mean for m in s.metrics}  # noqa: E731
     g, c = means(gpu), means(cpu)
     assert {"nr.liqe", "fr.gsn"} <= set(g)

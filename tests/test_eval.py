@@ -140,7 +140,7 @@ def test_eval_fr_csv_end_to_end_with_psnr_ssim_and_vmaf(tmp_path, capsys):
     assert lines[0].startswith("| method | subset | n | SRCC [95% CI]")
     methods = {line.split(" | ")[0].lstrip("| ") for line in lines[1:]}
     assert methods == {"gsn/lite@untrained", "PSNR-Y", "SSIM-Y", "VMAF"}
-    for name in ("PSNR-Y", "VMAF"):  # libvmaf on the pairs as stills, through monitor.vmaf
+    for name in ("PSNR-Y", "VMAF"):  # libvmaf on the pairs as stills, through monitor.scoring.vmaf
         row = next(line for line in lines if line.startswith(f"| {name} "))
         assert row.split(" | ")[3].startswith("1.000"), row  # the blur ladder ranks perfectly
     assert "4-parameter logistic" in md and "VMAF: libvmaf vmaf_v0.6.1 on each pair as a still" in md

@@ -12,11 +12,12 @@ import pytest
 from conftest import N
 from monitor.cli import main
 from monitor.errors import InputError
-from monitor.pipeline import score_file
+from monitor.build import score_file
+from monitor.config import StreamConfig
 from monitor.samples import encode, panned_frames
-from monitor.sampling import Sampler
+from monitor.config import parse_sample
 from monitor.sinks.jsonl import JsonlSink
-from monitor.sources import FileSource
+from monitor.source.sources import FileSource
 
 
 def cli(*args) -> subprocess.CompletedProcess:
@@ -59,7 +60,7 @@ def test_truncated_mp4_scores_what_decodes_and_counts_errors(tmp_path):
     data = open(full, "rb").read()
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(data[: int(len(data) * 0.6)])
-    s = score_file(str(cut))
+    s = score_file(StreamConfig(str(cut)))
     assert 0 < s.frames_scored < N
     assert s.decode_errors >= 1 and "truncated" in s.last_error
     p = cli("score", str(cut), "-q")
@@ -101,8 +102,8 @@ def test_eight_ten_bit_and_rgb_inputs(tmp_path):
 
 
 def test_sampling_every_nth_and_fps_cap(media):
-    assert score_file(media[28], sampler=Sampler.parse("3")).frames_scored == len(range(0, N, 3))
-    capped = score_file(media[28], sampler=Sampler.parse("5fps"))  # 25 fps clip, 1.6 s
+    assert score_file(StreamConfig(media[28], sample=parse_sample("3"))).frames_scored == len(range(0, N, 3))
+    capped = score_file(StreamConfig(media[28], sample=parse_sample("5fps")))  # 25 fps clip, 1.6 s
     assert capped.frames_seen == N and capped.frames_scored == 8
 
 
@@ -110,8 +111,8 @@ def test_reference_offset_pairs_by_pts(tmp_path):
     frames = list(panned_frames(160, 96, 30))
     ref = encode(str(tmp_path / "ref.mp4"), frames, crf=None)
     late = encode(str(tmp_path / "late.mp4"), frames[7:], crf=None)  # distorted starts 7 frames in
-    aligned = score_file(late, ref=ref, ref_offset=7)
-    misaligned = score_file(late, ref=ref)
+    aligned = score_file(StreamConfig(late, ref=ref, ref_offset=7))
+    misaligned = score_file(StreamConfig(late, ref=ref))
     psnr = lambda s: next(m for m in s.metrics if m.metric == "fr.psnr_y")  # noqa: E731
     assert psnr(aligned).min == 100.0  # lossless copies: identical once aligned
     assert psnr(misaligned).mean < 30
@@ -121,7 +122,7 @@ def test_pairs_by_index_when_the_stream_has_no_timestamps(tmp_path):
     frames = list(panned_frames(160, 96, 12))
     raw = encode(str(tmp_path / "raw.h264"), frames, crf=None)  # elementary stream: no pts
     assert next(iter(FileSource(raw))).pts_s is None
-    s = score_file(raw, ref=encode(str(tmp_path / "ref.mp4"), frames, crf=None))
+    s = score_file(StreamConfig(raw, ref=encode(str(tmp_path / "ref.mp4"), frames, crf=None)))
     assert s.ref_paired == 12
     assert next(m for m in s.metrics if m.metric == "fr.psnr_y").min == 100.0
 
@@ -129,9 +130,9 @@ def test_pairs_by_index_when_the_stream_has_no_timestamps(tmp_path):
 def test_reference_shorter_or_longer_than_the_video(tmp_path):
     frames = list(panned_frames(160, 96, 20))
     video = encode(str(tmp_path / "v.mp4"), frames, crf=30)
-    short = score_file(video, ref=encode(str(tmp_path / "short.mp4"), frames[:12], crf=None))
+    short = score_file(StreamConfig(video, ref=encode(str(tmp_path / "short.mp4"), frames[:12], crf=None)))
     assert (short.ref_paired, short.ref_unpaired, short.ref_ended_at) == (12, 8, 12)
-    long = score_file(video, ref=encode(str(tmp_path / "long.mp4"), frames + frames[:5], crf=None))
+    long = score_file(StreamConfig(video, ref=encode(str(tmp_path / "long.mp4"), frames + frames[:5], crf=None)))
     assert (long.ref_paired, long.ref_unpaired) == (20, 0)
     p = cli("score", video, "--ref", str(tmp_path / "short.mp4"), "-q")
     assert p.returncode == 0 and "8 without a reference" in p.stdout and "ended after 12 frames" in p.stdout

@@ -14,12 +14,14 @@ import urllib.request
 import pytest
 import torch
 
-from monitor import config, scoring
-from monitor.pipeline import score_file
+from monitor import config
+from monitor.scoring import scorers
+from monitor.build import score_file
+from monitor.config import StreamConfig
 from monitor.samples import encode, panned_frames
-from monitor.sampling import HEADROOM, MIN_FPS, KeepUp, Sampler
+from monitor.source.sampling import HEADROOM, MIN_FPS, KeepUp, Sampler
 from monitor.sinks.jsonl import JsonlSink
-from monitor.statuspage import StatusServer
+from monitor.views.statuspage import StatusServer
 from monitor.watch import Watcher
 from waiting import wait_for
 
@@ -38,13 +40,13 @@ def test_cap_lowers_every_sampling_rule_and_lifts():
     s.set_cap(None)
     assert len(taken(s, 25, 4, start=200)) == 100 and s.describe() == "every frame" and s.rate(25) == 25
 
-    every2 = Sampler.parse("2")
+    every2 = parse_sample("2")
     every2.set_cap(5)
     got = taken(every2, 25, 4)
     assert len(got) == 20 and all(i % 2 == 0 for i in got)  # the configured rule still holds
     assert every2.rate(25) == 5 and every2.configured_rate(25) == 12.5
 
-    fps10 = Sampler.parse("10fps")
+    fps10 = parse_sample("10fps")
     fps10.set_cap(20)  # a cap above the configured rate changes nothing
     assert len(taken(fps10, 25, 4)) == 40 and fps10.describe() == "≤10 fps" and fps10.rate(None) == 10
     fps10.set_cap(4)
@@ -108,7 +110,7 @@ def test_a_short_spike_is_not_behind_and_without_adaptation_only_the_events_come
     feed = Feed(k)
     assert feed.run([0.2, 3.0, 3.0, 0.2, 0.2], scored_fps=25, capacity_fps=50) == []  # 0.5 s above: a spike
 
-    fixed = KeepUp(Sampler.parse("10fps"), max_lag=2.0, adaptive=False)
+    fixed = KeepUp(parse_sample("10fps"), max_lag=2.0, adaptive=False)
     feed = Feed(fixed)
     events = feed.run([2.5, 3.0, 3.5, 4.0, 4.0, 4.0, 4.0, 0.5, 0.5, 0.5, 0.5] + [0.2] * 10, scored_fps=6,
                       capacity_fps=6)
@@ -135,8 +137,8 @@ def slow_scoring(monkeypatch):
     these small frames tens of milliseconds slower, so the real scorer itself would be a second
     bottleneck that these tests do not mean to create.
     """
-    monkeypatch.setattr(scoring, "SignalScorer", SlowSignals)
-    monkeypatch.setattr("monitor.pipeline.SignalScorer", SlowSignals)
+    monkeypatch.setattr(scorers, "SignalScorer", SlowSignals)
+    monkeypatch.setattr("monitor.build.SignalScorer", SlowSignals)
     monkeypatch.setattr(SlowSignals, "delay", 0.1)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -259,7 +261,7 @@ def test_a_file_is_scored_losslessly_however_slow_scoring_is(tmp_path, slow_scor
     slow_scoring.delay = 0.05
     clip = encode(str(tmp_path / "clip.mp4"), panned_frames(256, 144, 60), fps=25, crf=30)
     started = time.monotonic()
-    summary = score_file(clip, sinks=[JsonlSink(str(tmp_path / "out"))], device="cpu")
+    summary = score_file(StreamConfig(clip), sinks=[JsonlSink(str(tmp_path / "out"))], device="cpu")
     assert time.monotonic() - started >= 60 * 0.05  # every frame went through the slow scorer
     assert summary.frames_seen == summary.frames_scored == 60
     events = read_jsonl(tmp_path / "out" / "events.jsonl")

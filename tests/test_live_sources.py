@@ -16,7 +16,7 @@ from waiting import wait_for
 from monitor.errors import InputError
 from monitor.records import to_json
 from monitor.samples import encode, panned_frames
-from monitor.sources import LiveSource, redact
+from monitor.source.sources import LiveSource, redact
 from rtmp import Push
 
 FPS, N = 25, 75  # a 3 s clip: long enough to stall a push after its first frames came through

@@ -5,7 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from models.gsn import CDConv2d, build, training_loss
+from models.gsn import CDConv2d, build
+from pipelines.train.losses import gsn_loss as training_loss
 
 
 @pytest.fixture(scope="module")

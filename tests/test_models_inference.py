@@ -9,10 +9,10 @@ from torch import nn
 
 from models import registry
 from models.inference import fuse_conv_bn, prepare
-from monitor.frames import Frame
-from monitor.scoring import ModelScorer, rgb_batch
+from monitor.source.frames import Frame
+from monitor.scoring.scorers import ModelScorer, rgb_batch
 from monitor.samples import encode, panned_frames
-from monitor.sources import FileSource
+from monitor.source.sources import FileSource
 
 # BatchNorms that cannot fold, per lite model: MFENet's octave blocks normalise a sum of two convs.
 UNFOLDABLE = {"nemg": 0, "mfenet": 4, "liqe": 0, "gsn": 0}

@@ -5,11 +5,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from models.liqe import (
-    DISTORTIONS, FINE_TO_COARSE_DISTORTION, SCENES, DynamicWeightAverage, adaptive_resize, build,
-    distortion_fidelity_loss, fidelity_rank_loss, joint_prompts, quality_prompts, scene_fidelity_loss,
-    training_loss, unfold_positions,
-)
+from models.liqe import DISTORTIONS, FINE_TO_COARSE_DISTORTION, SCENES, adaptive_resize, build, joint_prompts, quality_prompts
+from models.crops import unfold_positions
+from pipelines.train.losses import DynamicWeightAverage, distortion_fidelity_loss, fidelity_rank_loss, scene_fidelity_loss, liqe_loss as training_loss
 from models.weights import WeightsError, load
 
 # The brief's worked 1080p example (MODELS.md §3.6): top-left corners (y, x) on the 1365×768 resize.

@@ -7,6 +7,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from torchvision.models import resnet50
 
 from models import mfenet
+from models.crops import centred_grid
+from pipelines.train.losses import mfenet_loss
 from models.backbones.van import VAN_SIZES, load_van_checkpoint, van_b0, van_b1, van_b2
 from models.weights import WeightsError
 
@@ -116,12 +118,12 @@ def test_forward_backward_and_frozen_dan(model):
 
 def test_frame_protocol_grid():
     assert mfenet.build("lite").crops_per_frame == 10
-    tops, lefts = mfenet.grid_offsets(1080, 1920, 10)
+    tops, lefts = centred_grid(1080, 1920, 10)
     assert (len(tops), len(lefts)) == (2, 5)
     assert len({(t, l) for t in tops for l in lefts}) == 10
     assert all(0 <= t <= 1080 - 224 for t in tops) and all(0 <= l <= 1920 - 224 for l in lefts)
-    assert [len(a) for a in mfenet.grid_offsets(512, 512, 10)] == [3, 3]
-    assert mfenet.grid_offsets(224, 224, 10) == ([0], [0])
+    assert [len(a) for a in centred_grid(512, 512, 10)] == [3, 3]
+    assert centred_grid(224, 224, 10) == ([0], [0])
 
 
 def test_score_frames_small_frames_lite():
@@ -149,7 +151,7 @@ def test_loss_decreases_on_tiny_batch():
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     losses = []
     for _ in range(20):
-        loss = mfenet.training_loss(model(x), mos, rank_weight=0.5)
+        loss = mfenet_loss(model(x), mos, rank_weight=0.5)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -163,8 +165,8 @@ def test_loss_decreases_on_tiny_batch():
 def test_rank_term_prefers_correct_order():
     mos = torch.tensor([0.4, 0.6])
     ordered, tied = torch.tensor([0.3, 0.7]), torch.tensor([0.5, 0.5])
-    assert mfenet.training_loss(ordered, mos) == pytest.approx(mfenet.training_loss(tied, mos).item())
-    assert mfenet.training_loss(ordered, mos, rank_weight=1.0) < mfenet.training_loss(tied, mos, rank_weight=1.0)
+    assert mfenet_loss(ordered, mos) == pytest.approx(mfenet_loss(tied, mos).item())
+    assert mfenet_loss(ordered, mos, rank_weight=1.0) < mfenet_loss(tied, mos, rank_weight=1.0)
 
 
 def test_paper_backbones_from_directory(tmp_path):

@@ -3,7 +3,9 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from models.nemg import NEMG, build, grid_crops, training_loss
+from models.crops import grid_crops
+from models.nemg import NEMG, build
+from pipelines.train.losses import nemg_loss as training_loss
 
 
 @pytest.fixture(scope="module")

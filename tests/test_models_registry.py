@@ -4,7 +4,8 @@ import torch
 from safetensors.torch import load_file
 
 from models import registry
-from models.weights import WeightsError, default_entry, read_metadata, save, sha256_file
+from models.table import default_weights
+from models.weights import WeightsError, read_metadata, save, sha256_file
 
 
 @pytest.fixture(scope="module")
@@ -13,7 +14,7 @@ def untrained():
 
 
 def test_default_weights_missing_is_a_clear_error():
-    assert default_entry("gsn", "paper") is None  # paper variants ship no weights (their backbones are the user's)
+    assert default_weights("gsn", "paper") is None  # paper variants ship no weights (their backbones are the user's)
     with pytest.raises(WeightsError, match=r"gsn/paper.*weights=None"):
         registry.create("gsn", "paper")
 

@@ -39,7 +39,7 @@ def test_readme_run_command_scores_the_sample_and_writes_parquet(tmp_path):
 def test_readme_alert_rules_parse():
     import yaml
 
-    from monitor.alerts import parse_rules
+    from monitor.config import parse_rules
 
     text = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
     block = re.search(r"### Alert rules\s+```yaml\n(.*?)```", text, re.S)[1]

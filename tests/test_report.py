@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 import browser
-from monitor.report import PAD_L, PAD_R, PAD_T, W, build_report
+from monitor.views.report import PAD_L, PAD_R, PAD_T, W, build_report
 from monitor.samples import Segment, apply_segments, encode, panned_frames
 
 FPS, N = 25, 60
@@ -95,13 +95,13 @@ def test_network_check_catches_an_external_resource(tmp_path):
 
 def test_report_shows_several_streams_side_by_side(scored, tmp_path):
     """Two streams' records in one folder: one column each, and the FR metrics only where a reference was."""
-    from monitor.pipeline import score_file
+    from monitor.build import score_file
+    from monitor.config import StreamConfig
     from monitor.sinks.parquet import ParquetSink
 
     out = str(tmp_path / "two")
-    score_file(str(scored.parent / "drop.mp4"), sinks=[ParquetSink(out)], stream_id="cam-a")
-    score_file(str(scored.parent / "drop.mp4"), ref=str(scored.parent / "ref.mp4"), sinks=[ParquetSink(out)],
-               stream_id="cam-b")
+    score_file(StreamConfig(str(scored.parent / "drop.mp4"), id="cam-a"), sinks=[ParquetSink(out)])
+    score_file(StreamConfig(str(scored.parent / "drop.mp4"), ref=str(scored.parent / "ref.mp4"), id="cam-b"), sinks=[ParquetSink(out)])
     page = build_report(out)
     assert "grid-template-columns:repeat(2,minmax(0,1fr))" in page
     sections = re.findall(r"<section data-stream='([^']+)'>(.*?)</section>", page, re.S)

@@ -8,9 +8,10 @@ from conftest import Collect
 from models import registry
 from monitor.records import FrameScore, WindowStat
 from monitor.cli import main
-from monitor.pipeline import score_file
+from monitor.build import score_file
+from monitor.config import StreamConfig
 from monitor.samples import encode, panned_frames
-from monitor.sampling import Sampler
+from monitor.config import parse_sample
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +26,7 @@ def clips(tmp_path_factory):
 def test_untrained_nr_model_scores_every_sampled_frame_and_says_untrained(clips):
     sink = Collect()
     model = registry.create("nemg", "lite", weights=None)
-    s = score_file(clips["dist"], sampler=Sampler.parse("2"), models=[model], sinks=[sink])
+    s = score_file(StreamConfig(clips["dist"], sample=parse_sample("2")), models=[model], sinks=[sink])
     rows = [r for r in sink.records if isinstance(r, FrameScore) and r.metric == "nr.nemg"]
     assert [r.frame_index for r in rows] == [0, 2, 4, 6, 8]
     assert all(r.model == "nemg/lite@untrained" and np.isfinite(r.value) and 0 <= r.score <= 100 for r in rows)
@@ -36,7 +37,7 @@ def test_untrained_nr_model_scores_every_sampled_frame_and_says_untrained(clips)
 def test_fr_model_scores_only_frames_with_a_reference(clips):
     sink = Collect()
     model = registry.create("gsn", "lite", weights=None)
-    score_file(clips["dist"], ref=clips["short_ref"], models=[model], sinks=[sink])
+    score_file(StreamConfig(clips["dist"], ref=clips["short_ref"]), models=[model], sinks=[sink])
     rows = [r for r in sink.records if isinstance(r, FrameScore) and r.metric == "fr.gsn"]
     assert [r.frame_index for r in rows] == list(range(6))
     assert all(r.model == "gsn/lite@untrained" for r in rows)
@@ -51,8 +52,7 @@ def test_model_without_shipped_weights_is_a_clear_usage_error(clips, capsys):
 
 def test_liqe_scene_and_distortion_distributions_reach_the_records(clips):
     sink = Collect()
-    score_file(clips["dist"], sampler=Sampler.parse("5"), models=[registry.create("liqe", "lite", weights=None)],
-               sinks=[sink])
+    score_file(StreamConfig(clips["dist"], sample=parse_sample("5")), models=[registry.create("liqe", "lite", weights=None)], sinks=[sink])
     rows = [r for r in sink.records if isinstance(r, FrameScore) and r.metric == "nr.liqe"]
     assert len(rows) == 2 and all(1 <= r.value <= 5 for r in rows)
     scene = rows[0].extras["scene"]

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from conftest import BLACK, FPS, FREEZE, N, ffmpeg_fr
-from monitor import signals
-from monitor.pipeline import score_file
+from monitor.scoring import signals
+from monitor.build import score_file
+from monitor.config import StreamConfig
 from monitor.samples import encode, panned_frames
 from monitor.sinks.jsonl import JsonlSink
 
@@ -22,7 +23,7 @@ def per_frame(out_dir, metric):
 
 @pytest.fixture(scope="module")
 def crf_runs(media):
-    return {crf: score_file(media[crf], ref=media["ref"]) for crf in (18, 28, 38, 48)}
+    return {crf: score_file(StreamConfig(media[crf], ref=media["ref"])) for crf in (18, 28, 38, 48)}
 
 
 def mean_of(summary, metric):
@@ -39,7 +40,7 @@ def test_scores_order_with_crf(crf_runs, metric, direction):
 
 
 def test_psnr_ssim_agree_with_ffmpeg_per_frame(media, tmp_path):
-    score_file(media[38], ref=media["ref"], sinks=[JsonlSink(str(tmp_path))])
+    score_file(StreamConfig(media[38], ref=media["ref"]), sinks=[JsonlSink(str(tmp_path))])
     ours_psnr, ours_ssim = per_frame(tmp_path, "fr.psnr_y"), per_frame(tmp_path, "fr.ssim_y")
     ff_psnr, ff_ssim = ffmpeg_fr(media[38], media["ref"])
     assert len(ours_psnr) == len(ff_psnr) == N
@@ -51,7 +52,7 @@ def test_ten_bit_agrees_with_ffmpeg(media, tmp_path):
     d = media["dir"]
     dist = encode(str(d / "ten.mp4"), panned_frames(320, 192, 12), crf=34, pix_fmt="yuv420p10le")
     ref = encode(str(d / "ten_ref.mp4"), panned_frames(320, 192, 12), crf=None, pix_fmt="yuv420p10le")
-    score_file(dist, ref=ref, sinks=[JsonlSink(str(tmp_path))])
+    score_file(StreamConfig(dist, ref=ref), sinks=[JsonlSink(str(tmp_path))])
     ff_psnr, ff_ssim = ffmpeg_fr(dist, ref)
     assert np.abs(per_frame(tmp_path, "fr.psnr_y") - ff_psnr).max() < 0.05
     assert np.abs(per_frame(tmp_path, "fr.ssim_y") - ff_ssim).max() < 0.002
@@ -62,7 +63,7 @@ def test_reference_of_another_size_is_scaled_to_the_distorted_size(media, tmp_pa
     d = media["dir"]
     dist = encode(str(d / "small.mp4"), panned_frames(320, 192, 12), crf=30)
     big_ref = encode(str(d / "ref_big.mp4"), panned_frames(640, 384, 12), crf=None)
-    s = score_file(dist, ref=big_ref, sinks=[JsonlSink(str(tmp_path))])
+    s = score_file(StreamConfig(dist, ref=big_ref), sinks=[JsonlSink(str(tmp_path))])
     assert s.ref_paired == 12
     ff_psnr, ff_ssim = ffmpeg_fr(dist, big_ref, ref_filter="scale=320:192:flags=bicubic")
     assert np.abs(per_frame(tmp_path, "fr.psnr_y") - ff_psnr).max() < 0.05
@@ -70,7 +71,7 @@ def test_reference_of_another_size_is_scaled_to_the_distorted_size(media, tmp_pa
 
 
 def test_freeze_and_black_found_at_the_right_frames(media):
-    s = score_file(media["events"])
+    s = score_file(StreamConfig(media["events"]))
     found = {(seg.kind, seg.first_frame, seg.last_frame) for seg in s.segments}
     # a freeze shows frame FREEZE[0]-1 from its own time until the stretch ends
     assert ("freeze", FREEZE[0] - 1, FREEZE[1] - 1) in found
@@ -118,7 +119,7 @@ def _planes(depth: int):
 @pytest.mark.parametrize("depth", [8, 10])
 def test_cpu_signals_equal_the_torch_signals(depth):
     """The OpenCV path the CPU scorer runs and the torch path CUDA runs give the same numbers."""
-    from monitor import signals_cpu
+    from monitor.scoring import signals_cpu
 
     planes = _planes(depth)
     y = signals.to_float_luma(torch.from_numpy(np.stack(planes).astype(np.int32)), depth)

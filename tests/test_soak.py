@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import resource
 
-from monitor.alerts import AlertEngine, parse_rules
+from monitor.alerts.engine import AlertEngine
+from monitor.config import parse_rules
 from monitor.pipeline import StreamPipeline
 from monitor.samples import encode, panned_frames
-from monitor.scoring import SignalScorer, pick_device
-from monitor.sources import LiveSource
+from monitor.scoring.scorers import SignalScorer, pick_device
+from monitor.source.sources import LiveSource
 from monitor.windows import WindowSpec
 
 FRAMES = 15_000  # 10 minutes at 25 fps

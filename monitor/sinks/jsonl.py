@@ -5,9 +5,10 @@ import os
 import sys
 
 from monitor.records import record_kind, to_json
+from monitor.sinks import Sink
 
 
-class JsonlSink:
+class JsonlSink(Sink):
     flush_interval_s = 1.0  # live runs: lines reach the file/pipe within a second
 
     def __init__(self, out: str):

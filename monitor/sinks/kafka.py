@@ -21,12 +21,13 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaTimeoutError, RetriableError
 
 from monitor.records import record_kind, to_json
+from monitor.sinks import Sink
 from monitor.sinks.spool import Spool, read_segment
 
 log = logging.getLogger(__name__)
 
 
-class KafkaSink:
+class KafkaSink(Sink):
     flush_interval_s = 1.0  # the pipeline flushes this often: outages are noticed and the spool replayed
 
     def __init__(self, bootstrap: str, topic_prefix: str = "vqmon", spool_dir: str = "vqmon-spool",

@@ -14,12 +14,13 @@ from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, MetricReader
 from opentelemetry.sdk.resources import Resource
 
 from monitor.records import AlertEvent, FrameScore, WindowStat
+from monitor.sinks import RuntimeStats, Sink
 
 SCORE_BUCKETS = tuple(range(0, 101, 10))  # scores are 0–100; the SDK's default buckets are for milliseconds
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)  # seconds
 
 
-class OTelSink:
+class OTelSink(Sink):
     """Metrics (attributes in brackets):
 
     - vqmon.frame.score histogram, 0–100 (stream_id, metric): frame records that have a score
@@ -29,6 +30,8 @@ class OTelSink:
     - vqmon.decode.duration, vqmon.inference.duration histograms in seconds (stream_id; model for inference)
     - vqmon.alerts.firing up-down counter (stream_id, rule)
     """
+
+    kinds = frozenset({"frames", "windows", "alerts"})
 
     def __init__(self, exporter: str | None = "console", readers: tuple[MetricReader, ...] = (),
                  export_interval_s: float = 10.0, console_out: IO = sys.stdout, service_name: str = "vqmon",
@@ -80,6 +83,17 @@ class OTelSink:
                 elif r.state == "resolved" and r.alert_id in self._firing:
                     self._firing.discard(r.alert_id)
                     self.alert_resolved(r.stream_id, r.rule)
+
+    def runtime(self, stream_id: str, stats: RuntimeStats) -> None:
+        """The pipeline's counters: frames decoded and dropped, decode time per frame, inference time per scorer."""
+        if stats.decoded:
+            self.frames_decoded(stream_id, stats.decoded)
+        if stats.dropped:
+            self.frames_dropped(stream_id, stats.dropped)
+        for seconds in stats.decode_s:
+            self.decode_latency(stream_id, seconds)
+        for model, seconds in stats.inference_s.items():
+            self.inference_latency(stream_id, model, seconds)
 
     def frames_decoded(self, stream_id: str, n: int = 1) -> None:
         self._decoded.add(n, {"stream_id": stream_id})

@@ -17,9 +17,10 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from monitor.records import RECORD_TYPES, record_kind, to_table
+from monitor.sinks import Sink
 
 
-class ParquetSink:
+class ParquetSink(Sink):
     """Buffers records; writes a file per (kind, stream, date) partition every `rows_per_file` rows, once the
     oldest buffered record is `roll_s` seconds old (live streams: files appear steadily), and on close."""
 

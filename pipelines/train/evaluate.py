@@ -5,8 +5,8 @@ folder; optional `subset` and `source` columns) or from a distortion corpus
 (`DIR/corpus.parquet`, rows of one split whose teacher is VMAF, mos = vmaf). Images are read
 with PIL as RGB in [0, 1] and scored with `model.score_frames` in batches of equal size.
 
-Baselines sit in the same table: PSNR-Y, SSIM-Y (`monitor.signals`, or the corpus's own
-columns) and VMAF (libvmaf through `monitor.vmaf`, each pair as a still; on a corpus its own
+Baselines sit in the same table: PSNR-Y, SSIM-Y (`monitor.scoring.signals`, or the corpus's own
+columns) and VMAF (libvmaf through `monitor.scoring.vmaf`, each pair as a still; on a corpus its own
 `vmaf` column, the teacher of the labels) when an FR model is evaluated; NIQE with the
 project's pristine MVG (`models/weights/niqe_pristine.npz`) when an NR model is. Scores where lower is better (NIQE)
 are negated so that every correlation reads "higher = agrees".
@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from monitor import signals
+from monitor.scoring import signals
 from monitor.errors import InputError
 from pipelines.train import niqe
 from pipelines.train.metrics import correlations, within_group_srcc
@@ -196,7 +196,7 @@ def predict(model, items: list[Item], device: torch.device | str = "cpu", batch_
 
 
 def fr_baselines(items: list[Item]) -> tuple[np.ndarray, np.ndarray]:
-    """PSNR-Y and SSIM-Y per item: the corpus's values where present, else `monitor.signals` on BT.601 luma."""
+    """PSNR-Y and SSIM-Y per item: the corpus's values where present, else `monitor.scoring.signals` on BT.601 luma."""
     psnr, ssim = np.empty(len(items)), np.empty(len(items))
     for k, it in enumerate(items):
         if it.psnr_y is not None and it.ssim_y is not None:
@@ -211,8 +211,8 @@ def fr_baselines(items: list[Item]) -> tuple[np.ndarray, np.ndarray]:
 
 def vmaf_scores(items: list[Item]) -> np.ndarray:
     """VMAF (vmaf_v0.6.1) per item: the corpus's value where present, else libvmaf on the pair as a still
-    (`monitor.vmaf.still_scores`, one run per image size)."""
-    from monitor import vmaf
+    (`monitor.scoring.vmaf.still_scores`, one run per image size)."""
+    from monitor.scoring import vmaf
 
     out = np.empty(len(items))
     by_size = defaultdict(list)

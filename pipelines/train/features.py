@@ -23,6 +23,7 @@ from torch import nn
 
 from models.backbones.lite0 import IMAGENET_MEAN, IMAGENET_STD, lite0_features
 from pipelines.train.corpus import read_rgb, stable_rng
+from pipelines.train.losses import DISTORTION_INDEX
 
 CROP = 224
 TAPS = (1, 2, 3, 4)  # Lite0 taps at strides 4/8/16/32 (GSN, MFENet, LIQE)
@@ -82,7 +83,6 @@ def build(corpus_root: Path, rows: list[dict], seed: int = 0, crops_per_source: 
     if (out / "meta.json").is_file() and all((out / f"{k}.npy").is_file() for k in wanted):
         return FeatureCache(out)
     out.mkdir(exist_ok=True)
-    from pipelines.train.train import DISTORTION_INDEX  # the label tables live with the losses
 
     sources = sorted({r["source"] for r in rows})
     first = {r["source"]: r for r in reversed(rows)}

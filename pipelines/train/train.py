@@ -2,7 +2,7 @@
 
 One loop serves every model; a `Recipe` says what differs: which parameters train, the label
 scale, the batch and learning rate, and how a batch becomes a loss (each model's own
-`training_loss`). Lite recipes are built for a CPU: the ImageNet Lite0 trunk stays frozen in
+loss, in pipelines/train/losses.py). Lite recipes are built for a CPU: the ImageNet Lite0 trunk stays frozen in
 eval mode except its last stage (`blocks.6`), so autograd records only the heads and that stage,
 and the shipped file leaves out the frozen backbone tensors, which come from the PyPI package.
 Paper recipes train everything, at the brief's learning rates, and want a GPU.
@@ -27,13 +27,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models import gsn, liqe, mfenet, nemg, registry
+from models import registry
 from models.base import QualityModel
 from models.weights import save
 from monitor.errors import InputError
-from monitor.scoring import keep_large_tensors_in_heap
+from monitor.scoring.scorers import keep_large_tensors_in_heap
 from pipelines.train import corpus as corpus_mod
-from pipelines.train import evaluate, features
+from pipelines.train import evaluate, features, losses
 from pipelines.train.metrics import correlations
 
 CROP = 224
@@ -64,7 +64,6 @@ RECIPES: dict[tuple[str, str], Recipe] = {
     ("liqe", "paper"): Recipe(("clip.",), 5e-6, 48, 16000, weight_decay=1e-3),
 }
 
-DISTORTION_INDEX = {name: i for i, name in enumerate(liqe.DISTORTIONS)}
 
 
 def label_scale(model: QualityModel, vmaf: torch.Tensor) -> torch.Tensor:
@@ -97,7 +96,7 @@ class CropSampler:
                 c = img[top:top + CROP, left:left + CROP]
                 out.append(c[:, ::-1] if flip else c)
             vmaf.append(row["vmaf"])
-            coarse.append(DISTORTION_INDEX.get(row["coarse"], -1))
+            coarse.append(losses.DISTORTION_INDEX.get(row["coarse"], -1))
         as_tensor = lambda xs: torch.from_numpy(np.ascontiguousarray(np.stack(xs))).permute(0, 3, 1, 2).float() / 255  # noqa: E731
         return {"dist": as_tensor(dist), "ref": as_tensor(ref), "vmaf": torch.tensor(vmaf, dtype=torch.float32),
                 "coarse": torch.tensor(coarse)}
@@ -127,17 +126,17 @@ def start_nemg(model: QualityModel) -> None:
 
 def loss_nemg(model, b):
     out = model.forward_train(_normalised(model, b["dist"]), _normalised(model, b["ref"]))
-    return nemg.training_loss(out, label_scale(model, b["vmaf"])), out["score"]
+    return losses.nemg_loss(out, label_scale(model, b["vmaf"])), out["score"]
 
 
 def loss_gsn(model, b):
     pred = model(_normalised(model, b["dist"]), _normalised(model, b["ref"]))
-    return gsn.training_loss(pred, label_scale(model, b["vmaf"])), pred
+    return losses.gsn_loss(pred, label_scale(model, b["vmaf"])), pred
 
 
 def loss_mfenet(model, b):
     pred = model(_normalised(model, b["dist"]))
-    return mfenet.training_loss(pred, label_scale(model, b["vmaf"]), rank_weight=1.0), pred
+    return losses.mfenet_loss(pred, label_scale(model, b["vmaf"]), rank_weight=1.0), pred
 
 
 def loss_liqe(model, b):
@@ -150,9 +149,9 @@ def loss_liqe(model, b):
     out = model.predict(_normalised(model, b["dist"]), 1)
     target = label_scale(model, b["vmaf"])
     distorted = b["coarse"] >= 0
-    total, _ = liqe.training_loss({"quality": out["quality"]}, target)
+    total, _ = losses.liqe_loss({"quality": out["quality"]}, target)
     if "distortion" in out and distorted.any():
-        total = total + liqe.distortion_fidelity_loss(out["distortion"][distorted], b["coarse"][distorted])
+        total = total + losses.distortion_fidelity_loss(out["distortion"][distorted], b["coarse"][distorted])
     return total + F.l1_loss(out["quality"], target), out["quality"]
 
 

@@ -6,7 +6,7 @@ from collections import OrderedDict
 
 from PIL import Image
 
-from monitor.frames import Frame
+from monitor.source.frames import Frame
 
 KEEP = 250  # recent frames held by default
 

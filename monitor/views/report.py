@@ -233,7 +233,7 @@ def _summary_table(s: Stream, rules: list) -> str:
 
 def _level_rules(rules: list) -> list[tuple[str, str, str, float | None, float | None]]:
     """(column title, metric, scale, below, above) for each rule with a fixed threshold on per-frame values."""
-    from monitor.alerts import BlackRule, FreezeRule, LevelRule
+    from monitor.alerts.engine import BlackRule, FreezeRule, LevelRule
 
     out = []
     for r in rules:
@@ -358,8 +358,8 @@ def worst_frames(s: Stream) -> list[tuple[str, int, float, float]]:
 
 def write_worst_thumbnails(results: str, video: str, stream_id: str | None = None) -> list[str]:
     """JPEGs of each metric's worst frame, decoded again from `video`, next to the alert evidence pictures."""
-    from monitor.sources import FileSource
-    from monitor.thumbnails import ThumbnailStore
+    from monitor.source.sources import FileSource
+    from monitor.alerts.thumbnails import ThumbnailStore
 
     written = []
     with FileSource(video, stream_id=stream_id) as src:

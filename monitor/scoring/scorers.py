@@ -1,7 +1,7 @@
 """Scorers turn a batch of sampled frames (and paired references) into per-frame metric values on a device.
 
-A scorer has `metrics` (name → MetricInfo), `models` (metric → model tag for records; empty for
-signals), `needs_rgb`, and `score(frames, refs) -> (values, extras)`: values maps each metric to
+A scorer has `tag` (its name in runtime metrics), `metrics` (name → MetricInfo), `models` (metric →
+model tag for records; empty for signals), `needs_rgb`, and `score(frames, refs) -> (values, extras)`: values maps each metric to
 a numpy array of len(frames) (NaN where undefined, e.g. FR without a reference), extras maps a
 metric to one dict per frame for the record's `extras`.
 """
@@ -14,8 +14,8 @@ import numpy as np
 import torch
 
 from models import inference
-from monitor import signals, signals_cpu
-from monitor.frames import Frame
+from monitor.scoring import signals, signals_cpu
+from monitor.source.frames import Frame
 
 
 def keep_large_tensors_in_heap() -> None:
@@ -56,22 +56,23 @@ def luma_batch(frames: list[Frame], device: torch.device) -> torch.Tensor:
 class SignalScorer:
     """The cheap signals; FR ones only for frames that have a paired reference.
 
-    On CUDA the torch versions (monitor.signals) run on the whole batch; on a CPU the OpenCV
-    versions (monitor.signals_cpu) run frame by frame on the decoded planes, several times faster.
+    On CUDA the torch versions (monitor.scoring.signals) run on the whole batch; on a CPU the OpenCV
+    versions (monitor.scoring.signals_cpu) run frame by frame on the decoded planes, several times faster.
     `kernels="torch"` forces the torch versions on a CPU too (benchmarks compare the two).
+    Black levels follow each frame's range: full-range (yuvj, JPEG) sources have black at 0, not 16.
     """
 
+    tag = "signals"
     metrics = signals.METRICS
     models: dict[str, str] = {}
     needs_rgb = False
 
-    def __init__(self, device: torch.device, full_range: bool = False, kernels: str = "auto"):
+    def __init__(self, device: torch.device, kernels: str = "auto"):
         if kernels not in ("auto", "torch"):
             raise ValueError(f"kernels must be 'auto' or 'torch', got {kernels!r}")
         if device.type == "cpu":
             keep_large_tensors_in_heap()
         self.device = device
-        self.full_range = full_range
         self.opencv = device.type == "cpu" and kernels == "auto"
         self._prev = None  # the previous sampled frame's luma (tensor on the device, or CPU plane)
 
@@ -84,7 +85,7 @@ class SignalScorer:
         rows = []
         for f, ref in zip(frames, refs):
             y = signals_cpu.plane(f.y, f.bit_depth)
-            row = signals_cpu.compute(y, self._prev, self.full_range)
+            row = signals_cpu.compute(y, self._prev, f.full_range)
             if ref is not None:
                 r = signals_cpu.plane(ref.y, ref.bit_depth)
                 row["fr.psnr_y"], row["fr.ssim_y"] = signals_cpu.psnr_y(y, r), signals_cpu.ssim_y(y, r)
@@ -97,7 +98,10 @@ class SignalScorer:
     def _score_batched(self, frames: list[Frame], refs: list[Frame | None]) -> dict[str, np.ndarray]:
         y = luma_batch(frames, self.device)
         prev = self._prev if isinstance(self._prev, torch.Tensor) and self._prev.shape == y.shape[1:] else None
-        out = {k: v.cpu().numpy() for k, v in signals.compute(y, prev, self.full_range).items()}
+        ranges = [f.full_range for f in frames]
+        out = {k: v.cpu().numpy() for k, v in signals.compute(y, prev, ranges[0]).items()}
+        if len(set(ranges)) > 1:  # the range changed within the batch (rare): black levels frame by frame
+            out["sig.black"] = np.array([float(signals.black_ratio(y[i:i + 1], r)) for i, r in enumerate(ranges)])
         self._prev = y[-1]
         paired = [i for i, r in enumerate(refs) if r is not None]
         if paired:
@@ -121,6 +125,8 @@ def rgb_batch(frames: list[Frame], device: torch.device) -> torch.Tensor:
 class ModelScorer:
     """A quality model from `models.registry` as a scorer of metric `nr.<name>` or `fr.<name>`.
 
+    Give it a model made for inference (`registry.create(..., for_inference=True)`): folded and fused.
+
     On CUDA it runs under bf16 autocast (fp16 where bf16 is unsupported); on CPU in fp32 (bf16 with
     VQMON_CPU_BF16=1 where the CPU has bf16 instructions: `models.inference.autocast_dtype`). Records
     carry `model` = name/variant@sha256-prefix, or @untrained for a model created with weights=None.
@@ -131,8 +137,7 @@ class ModelScorer:
     def __init__(self, model, device: torch.device):
         if device.type == "cpu":
             keep_large_tensors_in_heap()
-        # In place and inference-only: GSN's CDC folded, BatchNorms folded into their convs.
-        self.model = inference.prepare(model, device)
+        self.model = model.to(device)
         self.device = device
         info = model.info
         self.fr = info.kind == "FR"

@@ -1,4 +1,4 @@
-"""The signals of monitor.signals on a CPU: one frame at a time, OpenCV's SIMD kernels on the decoded plane.
+"""The signals of monitor.scoring.signals on a CPU: one frame at a time, OpenCV's SIMD kernels on the decoded plane.
 
 The torch versions run batched and fast on CUDA, but on a CPU they cost a u8→float copy and a
 dozen float32 passes over every plane: several times the decoder's own cost at 1080p. Here an
@@ -15,7 +15,7 @@ import math
 import cv2
 import numpy as np
 
-from monitor import signals
+from monitor.scoring import signals
 
 STRIP = 128  # rows per strip for the multi-pass signals (SI, SSIM): a strip's buffers fit in L2
 

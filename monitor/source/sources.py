@@ -22,7 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 import av
 
 from monitor.errors import InputError
-from monitor.frames import Frame
+from monitor.source.frames import Frame
 from monitor.records import StreamEvent
 
 
@@ -53,6 +53,7 @@ class FileSource:
         self.stream_id = stream_id or os.path.splitext(os.path.basename(self.path))[0]
         self.scale_to = scale_to
         self.stats = SourceStats()
+        self._stopped = False
         self._container, self._stream = self._open()
         self.info = _describe(self._container, self._stream)
 
@@ -88,7 +89,7 @@ class FileSource:
 
     def _packets(self):
         demux = self._container.demux(self._stream)
-        while True:
+        while not self._stopped:
             try:
                 packet = next(demux)
             except StopIteration:
@@ -102,6 +103,10 @@ class FileSource:
     def _count_error(self, err) -> None:
         self.stats.decode_errors += 1
         self.stats.last_error = _reason(err) if isinstance(err, Exception) else str(err)
+
+    def stop(self) -> None:
+        """End the iteration at the next packet (thread-safe)."""
+        self._stopped = True
 
     def close(self) -> None:
         self._container.close()

@@ -6,12 +6,10 @@ scoring every frame later and later.
 """
 from __future__ import annotations
 
-import re
 import threading
 from collections import deque
 from dataclasses import dataclass
 
-from monitor.errors import InputError
 
 MIN_FPS = 0.5  # adaptive sampling never goes below this rate
 HOLD_S = 1.0  # the lag must stay beyond a limit this long before `behind`/`caught_up`
@@ -26,21 +24,9 @@ class Sampler:
     every: int = 1  # take every Nth decoded frame
     max_fps: float | None = None  # or: at most this many frames per second of media time
 
-    @classmethod
-    def parse(cls, spec: str) -> "Sampler":
-        """'all', 'N' or 'every:N' (every Nth frame), 'Xfps' or 'fps:X' (rate cap)."""
-        s = spec.strip().lower()
-        if s in ("all", "1"):
-            return cls()
-        if m := re.fullmatch(r"(?:every:)?(\d+)", s):
-            if int(m[1]) < 1:
-                raise InputError(f"--sample {spec}: N must be at least 1")
-            return cls(every=int(m[1]))
-        if m := re.fullmatch(r"(?:fps:)?(\d+(?:\.\d+)?)\s*(?:fps)?", s):
-            if float(m[1]) <= 0:
-                raise InputError(f"--sample {spec}: the fps cap must be positive")
-            return cls(max_fps=float(m[1]))
-        raise InputError(f"--sample {spec}: expected 'all', N (every Nth frame) or Xfps (rate cap)")
+    def __reduce__(self):
+        """A sampler travels (to a Ray actor, in a config) as its rule: the schedule and any cap belong to one run."""
+        return type(self), (self.every, self.max_fps)
 
     def __post_init__(self):
         self._next_due: float | None = None

@@ -23,10 +23,26 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from monitor.frames import Frame
+from monitor.source.frames import Frame
 from monitor.records import StreamEvent
-from monitor.signals import to_float_luma
-from monitor.sources import FileSource
+from monitor.scoring.signals import to_float_luma
+from monitor.source.sources import FileSource
+
+
+@dataclass(frozen=True)
+class Match:
+    """What both pairers return for a distorted frame: its reference, and for the aligner how it was found."""
+
+    reference: Frame  # scaled to the distorted frame's size
+    offset: int  # reference index − distorted index
+    confidence: float | None = None  # the aligner's: 0–1, how clearly the offset beat the runner-up when it locked
+
+    @property
+    def alignment(self) -> dict | None:
+        """What FR records of an automatically aligned pair carry in `extras`; None for a fixed pairing."""
+        if self.confidence is None:
+            return None
+        return {"align_offset": self.offset, "align_confidence": round(self.confidence, 4)}
 
 
 class ReferencePairer:
@@ -44,7 +60,7 @@ class ReferencePairer:
         self.unpaired = 0
         self.ref_ended_at: int | None = None  # reference frames decoded when it ran out, if it did
 
-    def match(self, frame: Frame) -> Frame | None:
+    def match(self, frame: Frame) -> Match | None:
         """The reference frame for `frame` (scaled to its size), or None when there is none."""
         if self._mode is None:
             first = self._advance()
@@ -67,7 +83,7 @@ class ReferencePairer:
             self.unpaired += 1
             return None
         self.paired += 1
-        return cur.scaled(frame.width, frame.height)
+        return Match(cur.scaled(frame.width, frame.height), self.offset)
 
     def _advance(self) -> Frame | None:
         self._current = next(self._frames, None)
@@ -97,13 +113,6 @@ def _distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Pairwise fingerprint distances, mean squared difference / 2 (= 1 − correlation for unit-std prints)."""
     sq = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * (a @ b.T)
     return np.maximum(sq, 0.0) / (2.0 * a.shape[1])
-
-
-@dataclass(frozen=True)
-class Match:
-    reference: Frame  # scaled to the distorted frame's size
-    offset: int  # reference index − distorted index
-    confidence: float  # 0–1: how clearly the offset beat the runner-up when it was locked
 
 
 class Aligner:

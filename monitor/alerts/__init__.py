@@ -1,0 +1,1 @@
+"""Alert rules, their detectors and the engine that turns scores and windows into alert events."""

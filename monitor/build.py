@@ -1,0 +1,122 @@
+"""One way to build a pipeline: a typed `StreamConfig` → source, pairer or aligner, scorers, windows, alerts → StreamPipeline.
+
+`vqmon score` and the Ray batch scorer call `score_file`; `vqmon watch` and the Ray StreamMonitor
+call `build(..., live=True)` through `monitor.watch.Watcher`. A file is read as fast as it
+decodes, paired with its reference at a fixed offset and scored losslessly; a live stream (or a
+realtime replay) is read by a LiveSource that reconnects, aligned with its reference
+automatically, and kept up with (`KeepUp`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+
+import torch
+
+from monitor.alerts.engine import AlertEngine
+from monitor.alerts.thumbnails import KEEP, ThumbnailStore
+from monitor.config import ModelSpec, StreamConfig
+from monitor.errors import InputError
+from monitor.pipeline import StreamPipeline
+from monitor.scoring import vmaf
+from monitor.scoring.scorers import ModelScorer, SignalScorer, pick_device
+from monitor.sinks import Sinks
+from monitor.source.align import Aligner, ReferencePairer
+from monitor.source.sampling import KeepUp
+from monitor.source.sources import FileSource, LiveSource
+from monitor.summary import RunSummary, summarise
+
+
+def load_model(spec: ModelSpec, device: torch.device):
+    """The model `spec` names, made for inference on `device`; a checkpoint that does not fit is one line."""
+    from models import registry
+    from models.weights import WeightsError
+
+    try:
+        return registry.create(spec.name, spec.variant, weights=spec.weights, device=device, for_inference=True)
+    except (WeightsError, FileNotFoundError) as e:
+        raise InputError(f"model {spec}: {str(e).strip(chr(39) + chr(34))}") from None
+
+
+def build(stream: StreamConfig, sinks: Sinks, device: torch.device, *, live: bool, models=None, batch_size: int = 8,
+          thumbnails_dir: str | None = None, on_record=None, signal_kernels: str = "auto") -> StreamPipeline:
+    """The pipeline of one stream, writing to `sinks`.
+
+    `models`: quality models already loaded (the batch scorer loads them once per actor); None loads
+    `stream.models`. `thumbnails_dir`: where alert evidence pictures go (`<dir>/<stream id>/`).
+    `signal_kernels`: see SignalScorer ("torch" forces the batched torch signals on a CPU).
+    """
+    if stream.vmaf:  # a missing libvmaf or model fails here, before any frame is read
+        vmaf.check(stream.vmaf)
+    pipe = None
+
+    def on_event(event) -> None:  # stream events of the sources go out with the pipeline's records
+        if pipe is not None:
+            pipe.emit([event])
+
+    if live:
+        source = _live(stream, stream.url, stream.id, stream.listen, on_event)
+        ref = _live(stream, stream.ref, f"{stream.id}.ref", stream.ref_listen) if stream.ref else None
+        pairer = Aligner(ref, offset=stream.ref_offset, on_event=on_event) if ref else None
+        keepup = KeepUp(dataclasses.replace(stream.sample), stream.max_lag, stream.adaptive) \
+            if not source.is_file or stream.realtime else None
+    else:
+        source = FileSource(stream.url, stream_id=stream.id)
+        ref = FileSource(stream.ref, scale_to=(source.info.width, source.info.height)) if stream.ref else None
+        pairer = ReferencePairer(ref, stream.ref_offset) if ref else None
+        keepup = None
+    if models is None:
+        models = [load_model(m, device) for m in stream.models]
+    scorers = [SignalScorer(device, kernels=signal_kernels)] + [ModelScorer(m, device) for m in models]
+    thumbnails = alerts = None
+    if stream.alerts:
+        if thumbnails_dir:
+            # a file's fr.vmaf comes a chunk late: hold that many more pictures for the evidence of its alerts
+            late = math.ceil(stream.vmaf.chunk_s * (source.info.fps or 25.0)) if stream.vmaf and not live else 0
+            thumbnails = ThumbnailStore(thumbnails_dir, stream.id, keep=KEEP + late)
+        alerts = AlertEngine(stream.alerts, thumbnail=thumbnails)
+    pipe = StreamPipeline(source, sinks=sinks, pairer=pairer, sampler=dataclasses.replace(stream.sample),
+                          window=stream.window, scorers=scorers, alerts=alerts, batch_size=batch_size,
+                          summarise=not live, on_record=on_record, thumbnails=thumbnails, keepup=keepup,
+                          vmaf=stream.vmaf, sources=[s for s in (source, ref) if s is not None])
+    return pipe
+
+
+def _live(stream: StreamConfig, url: str, stream_id: str, listen: bool, on_event=None) -> LiveSource:
+    options = {"rtsp_transport": stream.rtsp_transport} if stream.rtsp_transport else None
+    return LiveSource(url, stream_id=stream_id, open_timeout_s=stream.open_timeout, read_timeout_s=stream.read_timeout,
+                      listen=listen, realtime=stream.realtime, max_reconnects=stream.max_reconnects,
+                      on_event=on_event, options=options)
+
+
+def score_file(stream: StreamConfig, sinks=(), *, device: str | torch.device = "auto", batch_size: int = 8,
+               models=None, thumbnails_dir: str | None = None, on_progress=None,
+               signal_kernels: str = "auto") -> RunSummary:
+    """Score one file (`stream.url`, against `stream.ref` if set), write the records to `sinks` and close them."""
+    dev = device if isinstance(device, torch.device) else pick_device(device)
+    out = Sinks(sinks)
+    pipe = build(stream, out, dev, live=False, models=models, batch_size=batch_size, thumbnails_dir=thumbnails_dir,
+                 signal_kernels=signal_kernels)
+    source, pairer = pipe.source, pipe.pairer
+    summary = RunSummary(stream.url, stream.id, source.info, pipe.sampler.describe(), reference=stream.ref)
+    started = time.perf_counter()
+    try:
+        pipe.run(on_progress)
+    finally:
+        out.close()
+        pipe.close()
+    summary.elapsed_s = time.perf_counter() - started
+    summary.frames_seen = pipe.frames_seen
+    summary.decode_errors, summary.last_error = source.stats.decode_errors, source.stats.last_error
+    summary.scorer_errors, summary.last_scorer_error = pipe.scorer_errors, pipe.last_scorer_error
+    if pairer:
+        summary.ref_paired, summary.ref_unpaired, summary.ref_ended_at = pairer.paired, pairer.unpaired, pairer.ref_ended_at
+    summarise(summary, pipe.scorers + ([pipe.vmaf] if pipe.vmaf else []), pipe.collected, source.info.fps or 25.0)
+    return summary
+
+
+def thumbnails_dir(out: str | None) -> str | None:
+    """Alert evidence goes next to the records: OUT/thumbnails (none when records go to stdout)."""
+    return os.path.join(out, "thumbnails") if out and out != "-" else None

@@ -1,0 +1,399 @@
+"""The `vqmon` commands: each turns parsed flags into config objects (`monitor.config`), runs them, prints the outcome."""
+from __future__ import annotations
+
+import math
+import os
+import time
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from monitor import config
+from monitor.errors import InputError
+from monitor.sinks import open_sink
+
+err = Console(stderr=True, soft_wrap=True)
+
+
+def _console(stderr: bool) -> Console:
+    """Summary console: a pipe or log file gets a wide table instead of rich's 80-column default."""
+    c = Console(stderr=stderr)
+    return c if c.is_terminal else Console(stderr=stderr, width=160)
+
+
+def _progress(*extra, **kwargs) -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    *extra, console=err, **kwargs)
+
+
+def _flag(flag: str, parse, value):
+    """A flag's value through the config grammar; a mistake names the flag."""
+    try:
+        return parse(value)
+    except InputError as e:
+        raise InputError(f"{flag}: {e}") from None
+
+
+def _scoring(args, vmaf_chunk_s: float) -> dict:
+    """What score, watch and batch compute, from the flags they share: sampling, windows, models, VMAF."""
+    return {"sample": _flag("--sample", config.parse_sample, args.sample),
+            "window": _flag("--window", config.parse_window, args.window),
+            "models": tuple(_flag("--model", config.parse_model, m) for m in args.model),
+            "vmaf": config.parse_vmaf(args.vmaf, args.vmaf_model, args.vmaf_threads, vmaf_chunk_s, "command line")}
+
+
+def cmd_score(args) -> int:
+    from monitor.build import score_file, thumbnails_dir
+    from monitor.scoring.vmaf import FILE_CHUNK_S
+    from monitor.source.sources import FileSource
+
+    if args.report and (not args.out or args.out == "-" or args.format != "parquet"):
+        raise InputError("--report needs --out DIR with Parquet output (the report is written next to it)")
+    if args.vmaf and not args.ref:
+        raise InputError("--vmaf needs --ref (VMAF compares with a reference)")
+    if args.out == "-" and args.format != "jsonl":
+        raise InputError("--out -: stdout takes --format jsonl only")
+    stream = config.StreamConfig(args.video, ref=args.ref, ref_offset=args.ref_offset,
+                                 alerts=config.load_rules(args.alerts) if args.alerts else (),
+                                 **_scoring(args, FILE_CHUNK_S))
+    sinks = config.parse_sinks({args.format: {"out": args.out, "roll": None} if args.format == "parquet"
+                                else {"out": args.out}} if args.out else {}, "command line")
+    with FileSource(args.video) as probe:  # a bad file fails here, before any model loads; sizes the bar
+        frames_estimate = probe.info.frames_estimate
+    show = _console(stderr=args.out == "-")
+    with _progress(transient=True, disable=args.quiet) as progress:
+        task = progress.add_task(os.path.basename(args.video), total=frames_estimate)
+        summary = score_file(stream, [open_sink(s) for s in sinks], device=args.device, batch_size=args.batch,
+                             thumbnails_dir=thumbnails_dir(args.out), on_progress=lambda n: progress.advance(task, n))
+    print_summary(summary, show, args.out)
+    if args.report:
+        from monitor.views.report import write_report, write_worst_thumbnails
+
+        write_worst_thumbnails(args.out, args.video, stream.id)
+        show.print(f"report: {write_report(args.out, os.path.join(args.out, 'report.html'), stream.alerts or None)}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from monitor.views.report import write_report
+
+    rules = config.load_rules(args.alerts) if args.alerts else None
+    if not os.path.isdir(args.results):
+        raise InputError(f"{args.results}: no such results folder")
+    print(write_report(args.results, args.out, rules))
+    return 0
+
+
+def print_summary(s, console: Console, out: str | None) -> None:
+    i = s.info
+    console.print(f"[bold]{s.source}[/]  {i.codec} {i.width}×{i.height} {i.pix_fmt}"
+                  f"{f' {i.fps:.3g} fps' if i.fps else ''}  · sampled {s.sampling}")
+    console.print(f"frames: {s.frames_seen} decoded, {s.frames_scored} scored in {s.elapsed_s:.1f} s "
+                  f"({s.fps:.1f} fps)")
+    table = Table(show_edge=False, header_style="bold")
+    for col in ("metric", "unit", "frames", "mean", "p5", "min", "max", "worst frame"):
+        table.add_column(col, justify="left" if col in ("metric", "unit", "worst frame") else "right")
+    for m in s.metrics:
+        table.add_row(m.metric, m.unit, str(m.count), _num(m.mean), _num(m.p5), _num(m.min), _num(m.max),
+                      f"#{m.worst_index} @ {m.worst_pts_s:.3f}s")
+    console.print(table)
+    for seg in s.segments:
+        console.print(f"[yellow]{seg.kind}[/]: {seg.start_s:.3f}–{seg.end_s:.3f} s (frames {seg.first_frame}–{seg.last_frame})")
+    if s.reference:
+        line = f"reference {s.reference}: {s.ref_paired} frames paired"
+        if s.ref_unpaired:
+            line += f", {s.ref_unpaired} without a reference"
+            if s.ref_ended_at is not None:
+                line += f" (the reference ended after {s.ref_ended_at} frames)"
+        console.print(line, soft_wrap=True)  # paths make it long; a log reader greps it whole
+    console.file.flush()
+    if s.decode_errors:
+        err.print(f"[red]warning[/]: {s.source}: {s.decode_errors} decode error(s) skipped; last: {s.last_error}")
+    if s.scorer_errors:
+        err.print(f"[red]warning[/]: {s.source}: {s.scorer_errors} VMAF chunk(s) failed, their frames have no "
+                  f"fr.vmaf; last: {s.last_scorer_error}", highlight=False, markup=False)
+    if out and out != "-":
+        console.print(f"records written to {out}")
+
+
+def _num(v: float) -> str:
+    if math.isnan(v):
+        return "—"
+    return f"{v:.4g}" if abs(v) < 1e4 else f"{v:.3e}"
+
+
+def cmd_models(args) -> int:
+    from models import registry
+
+    table = Table(show_edge=False, header_style="bold")
+    for col in ("model", "kind", "native range", "better", "params (M)", "GMACs/224", "GMACs/1080p", "trained",
+                "weights licence"):
+        table.add_column(col, justify="right" if col.startswith(("params", "GMACs")) else "left")
+    protocols = []
+    for row in registry.list():
+        label = f"{row['name']}/{row['variant']}"
+        if "error" in row:
+            table.add_row(label, "[red]unavailable[/]", row["error"])
+            continue
+        lo, hi = row["native_range"]
+        table.add_row(label, row["kind"], f"{lo:g}..{hi:g}", "higher" if row["higher_is_better"] else "lower",
+                      f"{row['params_m']:.2f}", f"{row['gmacs_224']:.2f}", f"{row['gmacs_1080p']:.1f}",
+                      "yes" if row["trained"] else "no", row["weights_licence"])
+        protocols.append(f"{label}: {row['protocol']}")
+    console = _console(stderr=False)
+    console.print(table)
+    console.print("\n[bold]frame protocols[/]")
+    for line in protocols:
+        console.print(f"  {line}", highlight=False)
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from monitor.build import load_model
+    from monitor.scoring.scorers import keep_large_tensors_in_heap, pick_device
+    from pipelines.train import evaluate
+
+    if args.out and not args.out.endswith((".csv", ".md")):
+        raise InputError(f"--out {args.out}: expected a .csv or .md file")
+    specs = [_flag("model", config.parse_model, m) for m in args.model]
+    items = evaluate.read_csv(args.csv) if args.csv else evaluate.read_corpus(args.corpus, args.split, args.per_subset)
+    device = pick_device(args.device)
+    if device.type == "cpu":
+        keep_large_tensors_in_heap()
+    models = {}
+    for spec in specs:
+        model = load_model(spec, device)  # the inference graph `score` runs
+        models[evaluate.model_label(model)] = model
+    with _progress(transient=True, disable=args.quiet) as progress:
+        task = progress.add_task("scoring", total=len(items) * len(models))
+        results = evaluate.evaluate_models(models, items, device=device, batch_size=args.batch,
+                                           n_boot=args.boot, baselines=not args.no_baselines,
+                                           on_progress=lambda n: progress.advance(task, n))
+    cells, notes = evaluate.table_cells(results)
+    table = Table(show_edge=False, header_style="bold")
+    for col in evaluate.HEADER:
+        table.add_column(col, justify="left" if col in ("method", "subset") else "right")
+    for row in cells:
+        table.add_row(*row)
+    console = _console(stderr=False)
+    console.print(f"[bold]{args.csv or args.corpus}[/]: {len(items)} labelled images"
+                  f"{'' if args.csv else f' (split {args.split}, VMAF teacher)'}")
+    console.print(table)
+    for note in notes:
+        console.print(note, highlight=False)
+    if args.out:
+        evaluate.write_table(results, args.out)
+        console.print(f"table written to {args.out}")
+    return 0
+
+
+def watch_config(args) -> config.WatchConfig:
+    """The config file, or one stream from the command line (built from the same config objects)."""
+    import dataclasses
+
+    from monitor.scoring.vmaf import LIVE_CHUNK_S
+
+    if args.config:
+        if args.url:
+            raise InputError("watch: give a URL or --config FILE, not both")
+        cfg = config.load(args.config)
+        return dataclasses.replace(cfg, http=args.http or cfg.http)
+    if not args.url:
+        raise InputError("watch: give a stream URL or --config FILE")
+    if args.vmaf and not args.ref:
+        raise InputError("--vmaf needs --ref (VMAF compares with a reference)")
+    stream = config.StreamConfig(
+        args.url, id=args.id or "", listen=args.listen, realtime=args.realtime, ref=args.ref,
+        alerts=config.load_rules(args.alerts) if args.alerts else (), max_reconnects=args.max_reconnects,
+        adaptive=not args.no_adaptive, **_scoring(args, LIVE_CHUNK_S),
+        **({} if args.max_lag is None else {"max_lag": _flag("--max-lag", config.parse_duration, args.max_lag)}))
+    sinks = {}
+    if args.out:
+        sinks["parquet"] = {"out": args.out}
+    if args.kafka:
+        sinks["kafka"] = {"bootstrap": args.kafka, "topic_prefix": args.topic_prefix, "spool": args.spool}
+    if args.otel or args.prometheus:
+        sinks["otel"] = {"exporter": args.otel, "prometheus": args.prometheus}
+    if args.jsonl:
+        sinks["jsonl"] = {"out": args.jsonl}
+    return config.WatchConfig((stream,), config.parse_sinks(sinks, "command line"),
+                              _flag("--device", config.parse_device, args.device), args.http)
+
+
+def cmd_watch(args) -> int:
+    import signal
+    import threading
+
+    from monitor.views.statuspage import StatusServer
+    from monitor.watch import Watcher
+
+    cfg = watch_config(args)
+    watcher = Watcher(cfg)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        http = cfg.http and StatusServer(watcher, cfg.http)  # a taken port fails here, before any stream starts
+    except InputError:
+        watcher.close()
+        raise
+    if http:
+        err.print(f"status page: {http.url}", highlight=False, markup=False)
+    watcher.start()
+    started = time.monotonic()
+    try:
+        while watcher.running() and not stop.is_set():
+            if args.duration and time.monotonic() - started >= args.duration:
+                break
+            stop.wait(1.0)
+            if not args.quiet:
+                err.print(watcher.status_line(), highlight=False, markup=False)
+    finally:
+        watcher.stop()
+        watcher.join(timeout=30)
+        watcher.close()
+        if http:
+            http.close()
+    err.print(f"vqmon watch: stopped; {watcher.status_line()}", highlight=False, markup=False)
+    return 0
+
+
+def _ray_init(address: str | None) -> None:
+    """Connect to the cluster at `address` ('auto', ray://…), the one `ray job submit` names, or start Ray locally."""
+    import ray
+
+    ray.init(address=address, logging_level="WARNING", log_to_driver=False, ignore_reinit_error=True)
+
+
+def cmd_live(args) -> int:
+    """Streams of a watch config as StreamMonitor actors under a Supervisor (pipelines/live.py); reload = run again."""
+    if not (args.config or args.stop):
+        raise InputError("live: give --config FILE (or --stop)")
+    cfg = config.load(args.config) if args.config else None
+    _ray_init(args.address)
+    import ray
+
+    from pipelines import live
+
+    if args.stop:
+        sup = live.supervisor()
+        ray.get(sup.shutdown.remote())
+        ray.kill(sup)
+        err.print("vqmon live: supervisor stopped; every monitor flushed its sinks")
+        return 0
+    sup, changes = live.start(cfg, detached=args.detach)
+    err.print(f"vqmon live: {'reloaded: ' + str(changes) if changes else f'supervising {len(cfg.streams)} stream(s)'}")
+    if args.detach or changes:
+        return 0
+    try:
+        while True:
+            rows = ray.get(sup.status.remote())
+            if not args.quiet:
+                _console(stderr=True).print(status_table(rows))
+            if rows and all(r["state"] == "ended" for r in rows):
+                break
+            time.sleep(5.0)
+    finally:
+        ray.get(sup.shutdown.remote())
+    return 0
+
+
+def status_table(rows: list[dict]) -> Table:
+    table = Table(show_edge=False, header_style="bold")
+    for col in ("stream", "state", "frames", "fps", "lag", "last window (worst)", "alerts firing", "restarts"):
+        table.add_column(col, justify="right" if col in ("frames", "fps", "lag", "restarts") else "left")
+    for r in rows:
+        worst = f"{r['worst_window'][0]}={r['worst_window'][1]:.0f}" if r["worst_window"] else "—"
+        table.add_row(r["stream"], r["state"], str(r["frames"]), "—" if r["fps"] is None else f"{r['fps']:.1f}",
+                      "—" if r["lag_s"] is None else f"{r['lag_s']:.1f}s", worst, ", ".join(r["firing"]) or "—",
+                      str(r["restarts"]))
+    return table
+
+
+def cmd_status(args) -> int:
+    import ray
+
+    _ray_init(args.address)
+    from pipelines import live
+
+    _console(stderr=False).print(status_table(ray.get(live.supervisor().status.remote())))
+    return 0
+
+
+def cmd_batch(args) -> int:
+    """Score a folder or manifest of files on a Ray actor pool (pipelines/batch.py); a rerun resumes."""
+    from monitor.scoring.vmaf import FILE_CHUNK_S
+    from pipelines.batch import BatchOptions, list_jobs, run_batch
+
+    list_jobs(args.source, args.ref_rule)  # bad input fails here, before Ray starts
+    opts = BatchOptions(device=_flag("--device", config.parse_device, args.device), batch_size=args.batch,
+                        **_scoring(args, FILE_CHUNK_S))
+    _ray_init(args.address)
+    frames, started = [0], time.monotonic()
+    with _progress(transient=True, disable=args.quiet) as progress:
+        task = progress.add_task("files", total=None)
+
+        def done(entry: dict) -> None:
+            frames[0] += entry.get("frames", 0)
+            rate = frames[0] / max(time.monotonic() - started, 1e-9)
+            progress.update(task, advance=1, description=f"files · {rate:.0f} frames/s")
+
+        result = run_batch(args.source, args.out, opts, ref_rule=args.ref_rule, actors=args.actors,
+                           gpus_per_actor=args.gpus_per_actor, retry_failed=args.retry_failed,
+                           on_start=lambda n: progress.update(task, total=n), on_done=done)
+    elapsed = time.monotonic() - started
+    err.print(f"vqmon batch: {len(result.scored)} file(s) scored ({frames[0]} frames, {elapsed:.1f} s), "
+              f"{len(result.failed)} failed, {result.skipped} already done; records in {args.out}",
+              highlight=False)
+    for e in result.failed:
+        err.print(f"failed: {e['error']}", highlight=False, markup=False)
+    return 1 if result.failed else 0
+
+
+def cmd_sample(args) -> int:
+    from monitor.samples import make_sample
+
+    paths = make_sample(args.out_dir, width=args.width, height=args.height, seconds=args.seconds)
+    for kind, path in paths.items():
+        print(f"{kind}: {path}")
+    return 0
+
+
+def cmd_corpus(args) -> int:
+    from pipelines.train import corpus
+
+    path = corpus.build(args.pristine, args.out, seed=args.seed, workers=args.workers,
+                        train=tuple(args.train), val=tuple(args.val))
+    rows = corpus.load(args.out).to_pylist()
+    for split in ("train", "val"):
+        part = [r for r in rows if r["split"] == split]
+        print(f"{split}: {len(part)} items from {len({r['source'] for r in part})} sources "
+              f"({sum(r['teacher'] == 'vmaf' for r in part)} VMAF-labelled)")
+    print(f"corpus: {path}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from models.table import MODELS
+    from pipelines.train.train import train
+
+    name, _, variant = args.model.partition("/")
+    variant = variant or "lite"
+    row = MODELS.get((name, variant))
+    if row is None or row.recipe is None:
+        raise InputError(f"{args.model}: no training recipe; known: "
+                         f"{', '.join(row.recipe for row in MODELS.values() if row.recipe)}")
+    with _progress(TextColumn("{task.fields[status]}")) as progress:
+        task = progress.add_task(f"train {name}/{variant}", total=None, status="")
+
+        def show(record: dict) -> None:
+            status = f"loss {record['loss']:.4f}" + (f"  val SRCC {record['val_srcc']:.3f}" if "val_srcc" in record else "")
+            progress.update(task, completed=record["step"], total=record["steps"], status=status)
+
+        info = train(name, args.data, args.out, variant=variant, steps=args.steps, batch=args.batch, lr=args.lr,
+                     seed=args.seed, device=args.device, checkpoint_every=args.checkpoint_every,
+                     val_items=args.val_items, minutes=args.minutes, progress=show)
+    print(f"{args.out}/{name}-{variant}.safetensors  sha256 {info['sha256']}  steps {info['steps']}  "
+          f"val SRCC {info['val_srcc']}")
+    return 0

@@ -1,0 +1,55 @@
+"""Webhook sink: POSTs alert events as JSON to a URL, with retries."""
+from __future__ import annotations
+
+import logging
+import time
+import urllib.error
+import urllib.request
+
+from monitor.records import AlertEvent, to_json
+from monitor.sinks import Sink
+
+log = logging.getLogger(__name__)
+
+
+class WebhookSink(Sink):
+    """POSTs alert events as JSON (`records.to_json`) to a URL, retrying with capped exponential backoff.
+
+    It takes alert events only and, by default, posts the firing and resolved ones. Delivery is
+    synchronous: a dead endpoint costs up to `retries` backoffs per event, and a failed delivery
+    is logged, not raised, so the monitor keeps running.
+    """
+
+    kinds = frozenset({"alerts"})
+
+    def __init__(self, url: str, retries: int = 3, backoff_s: float = 0.5, max_backoff_s: float = 30.0,
+                 timeout_s: float = 5.0, states: tuple[str, ...] = ("firing", "resolved")):
+        self.url, self.retries, self.backoff_s, self.max_backoff_s = url, retries, backoff_s, max_backoff_s
+        self.timeout_s, self.states = timeout_s, states
+
+    def post(self, event: AlertEvent) -> bool:
+        """Deliver one event; True once the endpoint answers 2xx. Client errors (4xx but 408/429) are not retried."""
+        body = to_json(event).encode()
+        for attempt in range(self.retries + 1):
+            if attempt:
+                time.sleep(min(self.max_backoff_s, self.backoff_s * 2 ** (attempt - 1)))
+            req = urllib.request.Request(self.url, data=body, method="POST",
+                                         headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(req, timeout=self.timeout_s):
+                    return True
+            except urllib.error.HTTPError as e:
+                problem = f"HTTP {e.code}"
+                if 400 <= e.code < 500 and e.code not in (408, 429):
+                    break
+            except (urllib.error.URLError, OSError) as e:
+                problem = str(getattr(e, "reason", e))
+        log.warning("webhook %s: alert %s (%s) not delivered after %d attempt(s): %s",
+                    self.url, event.alert_id, event.state, attempt + 1, problem)
+        return False
+
+    def write(self, records) -> None:
+        for r in records:
+            if isinstance(r, AlertEvent) and r.state in self.states:
+                self.post(r)
+

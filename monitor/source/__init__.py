@@ -1,0 +1,1 @@
+"""Where a stream comes from: PyAV sources, decoded frames, which frames are sampled, reference pairing."""

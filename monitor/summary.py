@@ -1,0 +1,94 @@
+"""What `vqmon score` prints for one file: per-metric statistics with the worst frame, and black/freeze stretches."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from monitor.scoring.signals import BLACK_FRAME_RATIO, FREEZE_MAFD, segments
+from monitor.source.sources import StreamInfo
+
+BLACK_MIN_S = 0.1  # shortest black run the summary reports
+FREEZE_MIN_S = 0.5  # shortest freeze the summary reports (single repeats are normal, e.g. pulldown)
+
+
+@dataclass
+class MetricSummary:
+    metric: str
+    unit: str
+    count: int
+    mean: float
+    p5: float
+    min: float
+    max: float
+    worst_index: int
+    worst_pts_s: float
+
+
+@dataclass
+class Segment:
+    kind: str  # "black" | "freeze"
+    start_s: float
+    end_s: float
+    first_frame: int
+    last_frame: int
+
+
+@dataclass
+class RunSummary:
+    source: str
+    stream_id: str
+    info: StreamInfo
+    sampling: str
+    frames_seen: int = 0
+    frames_scored: int = 0
+    decode_errors: int = 0
+    last_error: str = ""
+    scorer_errors: int = 0  # VMAF chunks that failed (their frames have no fr.vmaf)
+    last_scorer_error: str = ""
+    reference: str | None = None
+    ref_paired: int = 0
+    ref_unpaired: int = 0
+    ref_ended_at: int | None = None
+    elapsed_s: float = 0.0
+    metrics: list[MetricSummary] = field(default_factory=list)
+    segments: list[Segment] = field(default_factory=list)
+
+    @property
+    def fps(self) -> float:
+        return self.frames_seen / self.elapsed_s if self.elapsed_s else math.nan
+
+
+
+
+def summarise(summary: RunSummary, scorers, collected: dict, fps: float) -> None:
+    index = np.array(collected.get("_index", []), dtype=np.int64)
+    pts = np.array(collected.get("_pts", []), dtype=np.float64)
+    summary.frames_scored = len(index)
+    infos = {m: i for s in scorers for m, i in s.metrics.items()}
+    for m, vals in collected.items():
+        if m.startswith("_"):
+            continue
+        v = np.array(vals, dtype=np.float64)
+        ok = ~np.isnan(v)
+        if not ok.any():
+            continue
+        info = infos[m]
+        pos = np.flatnonzero(ok)
+        worst = pos[np.argmin(v[ok])] if info.higher_is_better else pos[np.argmax(v[ok])]
+        summary.metrics.append(MetricSummary(m, info.unit, int(ok.sum()), float(v[ok].mean()),
+                                             float(np.percentile(v[ok], 5)), float(v[ok].min()), float(v[ok].max()),
+                                             int(index[worst]), float(pts[worst])))
+    period = 1.0 / fps
+    for kind, flags, min_s in (
+        ("black", [x >= BLACK_FRAME_RATIO for x in collected.get("sig.black", [])], BLACK_MIN_S),
+        # a frame equal to its predecessor: the freeze starts at that predecessor
+        ("freeze", [x <= FREEZE_MAFD for x in collected.get("sig.freeze", [])], FREEZE_MIN_S),
+    ):
+        for a, b in segments(flags):
+            if kind == "freeze" and a > 0:
+                a -= 1
+            start, end = pts[a], pts[b] + period
+            if end - start >= min_s - 1e-9:
+                summary.segments.append(Segment(kind, float(start), float(end), int(index[a]), int(index[b])))
