@@ -24,7 +24,8 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from monitor.alerts.engine import AlertEngine, parse_rules
+from monitor.alerts.engine import AlertEngine
+from monitor.config import parse_rules
 from monitor.records import FrameScore, StreamEvent
 from monitor.views.report import write_report
 from monitor.sinks.parquet import ParquetSink

@@ -62,7 +62,6 @@ Reconstruction decisions [RECON], all to be checked against the paper PDF:
 from __future__ import annotations
 
 import dataclasses
-import math
 from pathlib import Path
 
 import torch

@@ -335,3 +335,8 @@ class StreamPipeline:
         stats = RuntimeStats(decoded, lost - self._lost_reported, decode_s, timings)
         self._lost_reported = lost
         self.sinks.runtime(stream_id, stats)
+
+
+def _size(batch: list[_Item]) -> tuple[int, int]:
+    f = next(i.frame for i in batch if i.sampled) if any(i.sampled for i in batch) else batch[0].frame
+    return f.width, f.height

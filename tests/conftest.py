@@ -7,6 +7,7 @@ import subprocess
 import numpy as np
 import pytest
 
+from monitor.sinks import Sink
 from monitor.samples import Segment, apply_segments, encode, panned_frames
 
 W, H, FPS, N = 320, 192, 25, 40
@@ -14,7 +15,7 @@ FREEZE = (8, 22)  # frames 8..21 repeat frame 7 (0.56 s: above the 0.5 s reporti
 BLACK = (28, 34)
 
 
-class Collect:
+class Collect(Sink):
     """A sink that keeps the records it is given, for tests that look at them."""
 
     def __init__(self):
@@ -22,9 +23,6 @@ class Collect:
 
     def write(self, records):
         self.records += list(records)
-
-    def close(self):
-        pass
 
 
 @pytest.fixture(scope="session")

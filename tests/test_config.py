@@ -97,3 +97,33 @@ def test_keeping_up_keys_from_the_file_and_the_command_line():
     assert [(s.max_lag, s.adaptive) for s in watch_config(flags).streams] == [(1.5, False)]
     plain = watch_config(build_parser().parse_args(["watch", "rtmp://host/live/cam"])).streams[0]
     assert (plain.max_lag, plain.adaptive) == (2.0, True)
+
+
+@pytest.mark.parametrize("stream,words", [
+    ("{url: x, window: soon}", ["streams[0]", "'window'", "soon", "expected a duration"]),
+    ("{url: x, sample: often}", ["streams[0]", "'sample'", "often", "expected 'all'"]),
+    ("{url: x, models: [nosuch]}", ["streams[0]", "'models'", "nosuch", "unknown model"]),
+    ("{url: x, models: ['liqe:/no/such.safetensors']}", ["streams[0]", "'models'", "no such weights file"]),
+    ("{url: x, alerts: [{name: a, kind: nope}]}", ["streams[0]", "'alerts'", "'kind' must be one of"]),
+    ("{url: x, alerts: [{name: a, kind: freeze, for: soon}]}", ["streams[0]", "'alerts'", "field 'for'"]),
+])
+def test_a_bad_stream_fails_in_parse_in_one_line_naming_file_and_key(tmp_path, stream, words):
+    """What `vqmon live` runs is checked on the driver, so no actor starts (and crash-loops) on a typo."""
+    path = write(tmp_path, f"streams: [{stream}]")
+    with pytest.raises(InputError) as e:
+        config.load(path)
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(path), msg
+    for w in words:
+        assert w in msg, msg
+
+
+@pytest.mark.parametrize("text,seconds", [("1h", 3600.0), ("2min", 120.0), ("1.5m", 90.0), ("500ms", 0.5), (3, 3.0)])
+def test_one_duration_grammar_for_alerts_max_lag_ray_backoff_and_parquet_roll(text, seconds):
+    cfg = config.parse({"streams": [{"url": "a.mp4", "max_lag": text,
+                                     "alerts": [{"name": "f", "kind": "freeze", "for": text}]}],
+                        "sinks": {"parquet": {"out": "/tmp/x", "roll": text}},
+                        "ray": {"backoff": text, "max_backoff": text}})
+    stream = cfg.streams[0]
+    assert (stream.max_lag, stream.alerts[0].for_s, cfg.sinks[0].options.roll, cfg.ray.backoff,
+            cfg.ray.max_backoff) == (seconds,) * 5

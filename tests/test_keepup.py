@@ -17,7 +17,7 @@ import torch
 from monitor import config
 from monitor.scoring import scorers
 from monitor.build import score_file
-from monitor.config import StreamConfig
+from monitor.config import StreamConfig, parse_sample
 from monitor.samples import encode, panned_frames
 from monitor.source.sampling import HEADROOM, MIN_FPS, KeepUp, Sampler
 from monitor.sinks.jsonl import JsonlSink
@@ -119,7 +119,7 @@ def test_a_short_spike_is_not_behind_and_without_adaptation_only_the_events_come
     assert feed.caps == [None]
 
 
-class SlowSignals(scoring.SignalScorer):
+class SlowSignals(scorers.SignalScorer):
     """The real signals, `delay` seconds slower per frame: scoring that cannot keep up with 25 fps."""
 
     delay = 0.1

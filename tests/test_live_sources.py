@@ -51,6 +51,7 @@ def kinds(events) -> list[str]:
     return [e.event for e in events]
 
 
+@pytest.mark.slow
 def test_listen_receives_pushes_across_outages_and_stops_promptly(clip):
     url = f"rtmp://127.0.0.1:{free_port()}/live/x"
     events = []

@@ -16,6 +16,8 @@ from monitor.samples import encode, panned_frames
 from monitor.sinks.parquet import read
 from pipelines import batch, live
 
+pytestmark = pytest.mark.slow  # Ray clusters: the inner loop (pytest -m "not slow") skips them
+
 W, H = 320, 192
 
 

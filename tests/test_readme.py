@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pyarrow.dataset as ds
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -23,6 +24,7 @@ def test_readme_names_exactly_the_run_and_test_commands():
     assert "make test" in ci
 
 
+@pytest.mark.slow
 def test_readme_run_command_scores_the_sample_and_writes_parquet(tmp_path):
     venv = sys.prefix  # the environment running these tests; make installs into it only if its stamp is missing
     p = subprocess.run(["make", "-C", ROOT, "run", f"VENV={venv}", f"OUT={tmp_path}"],

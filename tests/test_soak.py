@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import resource
 
-from monitor.alerts.engine import AlertEngine
-from monitor.config import parse_rules
-from monitor.pipeline import StreamPipeline
+import pytest
+
+from monitor.build import build
+from monitor.config import StreamConfig, parse_rules
 from monitor.samples import encode, panned_frames
-from monitor.scoring.scorers import SignalScorer, pick_device
-from monitor.source.sources import LiveSource
+from monitor.scoring.scorers import pick_device
+from monitor.sinks import Sink, Sinks
 from monitor.windows import WindowSpec
 
 FRAMES = 15_000  # 10 minutes at 25 fps
@@ -19,7 +20,7 @@ def rss_mb() -> float:
         return int(f.read().split()[1]) * resource.getpagesize() / 2**20
 
 
-class CountingSink:
+class CountingSink(Sink):
     def __init__(self):
         self.records = 0
         self.rss: list[tuple[int, float]] = []
@@ -29,13 +30,8 @@ class CountingSink:
         if self.records // 20_000 > len(self.rss):
             self.rss.append((self.records, rss_mb()))
 
-    def flush(self):
-        pass
 
-    def close(self):
-        pass
-
-
+@pytest.mark.slow
 def test_ten_minutes_of_stream_keep_memory_flat(tmp_path):
     clip = encode(str(tmp_path / "long.mp4"), panned_frames(64, 48, FRAMES, step=1), fps=25, crf=30,
                   options={"preset": "ultrafast"})
@@ -43,9 +39,8 @@ def test_ten_minutes_of_stream_keep_memory_flat(tmp_path):
     rules = parse_rules([{"name": "low", "kind": "level", "metric": "sig.blockiness", "below": 1.0, "for": "1s",
                           "recover_above": 5, "recover_for": "1s"},
                          {"name": "frozen", "kind": "freeze", "for": "2s"}])
-    source = LiveSource(clip, reconnect=False)
-    pipe = StreamPipeline(source, window=WindowSpec(10.0, 2.0), sinks=[sink], scorers=[SignalScorer(pick_device("cpu"))],
-                          alerts=AlertEngine(rules), batch_size=32, summarise=False)
+    stream = StreamConfig(clip, window=WindowSpec(10.0, 2.0), alerts=rules)
+    pipe = build(stream, Sinks([sink]), pick_device("cpu"), live=True, batch_size=32)
     pipe.run()
     assert pipe.frames_seen == FRAMES
     assert len(sink.rss) >= 5

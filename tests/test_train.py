@@ -20,6 +20,8 @@ from monitor.cli import main
 from pipelines.train import corpus
 from pipelines.train.train import train
 
+pytestmark = pytest.mark.slow  # corpus building and training: the inner loop (pytest -m "not slow") skips them
+
 
 @pytest.fixture(scope="module")
 def tiny_corpus(tmp_path_factory):

@@ -181,7 +181,7 @@ def test_config_key_and_watch_score_fr_vmaf_on_aligned_frames(clips, tmp_path):
 
     with pytest.raises(InputError, match="'vmaf' needs a 'ref'"):
         config.parse({"streams": [{"url": clips["dist"], "vmaf": True}]})
-    with pytest.raises(InputError, match="'vmaf_threads' must be int"):
+    with pytest.raises(InputError, match="'vmaf_threads' must be a whole number"):
         config.parse({"streams": [{"url": clips["dist"], "ref": clips["ref"], "vmaf": True, "vmaf_threads": "2"}]})
     cfg = config.parse({"streams": [{"id": "cam", "url": clips["dist"], "ref": clips["ref"], "vmaf": True,
                                      "window": "0.4s"}],

@@ -49,6 +49,7 @@ def kafka_messages(bootstrap: str, topic: str):
         c.close()
 
 
+@pytest.mark.slow
 def test_watch_rtmp_push_with_kafka_parquet_otel(tmp_path, broker):
     clip = encode(str(tmp_path / "clip.mp4"), panned_frames(320, 180, 75), fps=25, crf=30)  # 3 s
     port = free_port()

@@ -37,6 +37,9 @@ def _flag(flag: str, parse, value):
 
 def _scoring(args, vmaf_chunk_s: float) -> dict:
     """What score, watch and batch compute, from the flags they share: sampling, windows, models, VMAF."""
+    for flag, value in (("--vmaf-model", args.vmaf_model), ("--vmaf-threads", args.vmaf_threads)):
+        if value is not None and not args.vmaf:
+            raise InputError(f"{flag} needs --vmaf")
     return {"sample": _flag("--sample", config.parse_sample, args.sample),
             "window": _flag("--window", config.parse_window, args.window),
             "models": tuple(_flag("--model", config.parse_model, m) for m in args.model),

@@ -233,7 +233,7 @@ def _summary_table(s: Stream, rules: list) -> str:
 
 def _level_rules(rules: list) -> list[tuple[str, str, str, float | None, float | None]]:
     """(column title, metric, scale, below, above) for each rule with a fixed threshold on per-frame values."""
-    from monitor.alerts.engine import BlackRule, FreezeRule, LevelRule
+    from monitor.alerts.rules import BlackRule, FreezeRule, LevelRule
 
     out = []
     for r in rules:
