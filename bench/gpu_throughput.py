@@ -26,11 +26,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from models import registry  # noqa: E402
-from monitor.scoring import signals  # noqa: E402
 from monitor.build import score_file  # noqa: E402
 from monitor.config import StreamConfig  # noqa: E402
-from monitor.samples import encode, panned_frames  # noqa: E402
 from monitor.config import parse_sample  # noqa: E402
+from monitor.samples import encode, panned_frames  # noqa: E402
+from monitor.scoring import signals  # noqa: E402
 from monitor.source.sources import FileSource  # noqa: E402
 
 LIVE_MODELS = ("liqe",)  # the NR model a live stream runs by default in these estimates

@@ -27,8 +27,8 @@ from rich.table import Table
 from monitor.alerts.engine import AlertEngine
 from monitor.config import parse_rules
 from monitor.records import FrameScore, StreamEvent
-from monitor.views.report import write_report
 from monitor.sinks.parquet import ParquetSink
+from monitor.views.report import write_report
 from monitor.windows import WindowAggregator, WindowSpec
 
 RULES = [{"name": "low-quality", "kind": "level", "metric": "nr.liqe", "stat": "p10", "below": 40, "for": "10s",

@@ -32,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from models import registry  # noqa: E402
 from monitor.build import score_file  # noqa: E402
 from monitor.config import StreamConfig  # noqa: E402
-from monitor.samples import encode, panned_frames  # noqa: E402
 from monitor.config import parse_sample  # noqa: E402
+from monitor.samples import encode, panned_frames  # noqa: E402
 
 SIZES = {"720p": (1280, 720), "1080p": (1920, 1080)}
 MODEL_SIZES = ("720p",)  # the lite models are timed at 720p (the target size), on --model-frames frames

@@ -32,15 +32,16 @@ from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from monitor.source.align import ReferencePairer  # noqa: E402
 from monitor.build import score_file  # noqa: E402
 from monitor.config import StreamConfig  # noqa: E402
 from monitor.pipeline import StreamPipeline  # noqa: E402
 from monitor.records import FrameScore  # noqa: E402
 from monitor.samples import encode  # noqa: E402
 from monitor.scoring.scorers import SignalScorer, pick_device  # noqa: E402
-from monitor.source.sources import FileSource, LiveSource  # noqa: E402
 from monitor.scoring.vmaf import FILE_CHUNK_S, LIVE_CHUNK_S, VmafOptions, VmafProcess  # noqa: E402
+from monitor.sinks import Sinks  # noqa: E402
+from monitor.source.align import ReferencePairer  # noqa: E402
+from monitor.source.sources import FileSource, LiveSource  # noqa: E402
 from score_throughput import SIZES, clip_frames  # noqa: E402
 
 console = Console(width=160)
@@ -103,8 +104,9 @@ def live_latency(dist: str, ref: str) -> np.ndarray:
             lat.append(time.time() - r.ingest_ts.timestamp())
 
     with LiveSource(dist, realtime=True) as src, FileSource(ref) as ref_src:
-        pipe = StreamPipeline(src, pairer=ReferencePairer(ref_src), scorers=[SignalScorer(pick_device("cpu"))],
-                              summarise=False, on_record=seen, vmaf=VmafOptions(chunk_s=LIVE_CHUNK_S))
+        pipe = StreamPipeline(src, sinks=Sinks(), pairer=ReferencePairer(ref_src),
+                              scorers=[SignalScorer(pick_device("cpu"))], summarise=False, on_record=seen,
+                              vmaf=VmafOptions(chunk_s=LIVE_CHUNK_S))
         pipe.run()
     return np.array(lat)
 

@@ -7,8 +7,8 @@ import subprocess
 import numpy as np
 import pytest
 
-from monitor.sinks import Sink
 from monitor.samples import Segment, apply_segments, encode, panned_frames
+from monitor.sinks import Sink
 
 W, H, FPS, N = 320, 192, 25, 40
 FREEZE = (8, 22)  # frames 8..21 repeat frame 7 (0.56 s: above the 0.5 s reporting floor)

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from monitor.source.align import MIN_FRAMES, Aligner
-from monitor.source.frames import Frame
 from monitor.records import StreamEvent
 from monitor.samples import encode, panned_frames
 from monitor.scoring.signals import psnr_y, to_float_luma
+from monitor.source.align import MIN_FRAMES, Aligner
+from monitor.source.frames import Frame
 from monitor.source.sources import FileSource
 
 W, H, FPS = 320, 192, 25

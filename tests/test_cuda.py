@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from models import registry
-from monitor.scoring import signals
 from monitor.build import score_file
 from monitor.config import StreamConfig
 from monitor.samples import encode, panned_frames
+from monitor.scoring import signals
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 CUDA = torch.device("cuda")

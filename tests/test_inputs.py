@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 
 from conftest import N
-from monitor.cli import main
-from monitor.errors import InputError
 from monitor.build import score_file
+from monitor.cli import main
 from monitor.config import StreamConfig
-from monitor.samples import encode, panned_frames
 from monitor.config import parse_sample
+from monitor.errors import InputError
+from monitor.samples import encode, panned_frames
 from monitor.sinks.jsonl import JsonlSink
 from monitor.source.sources import FileSource
 

@@ -15,12 +15,12 @@ import pytest
 import torch
 
 from monitor import config
-from monitor.scoring import scorers
 from monitor.build import score_file
 from monitor.config import StreamConfig, parse_sample
 from monitor.samples import encode, panned_frames
-from monitor.source.sampling import HEADROOM, MIN_FPS, KeepUp, Sampler
+from monitor.scoring import scorers
 from monitor.sinks.jsonl import JsonlSink
+from monitor.source.sampling import HEADROOM, MIN_FPS, KeepUp, Sampler
 from monitor.views.statuspage import StatusServer
 from monitor.watch import Watcher
 from waiting import wait_for

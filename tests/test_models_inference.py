@@ -9,9 +9,9 @@ from torch import nn
 
 from models import registry
 from models.inference import fuse_conv_bn, prepare
-from monitor.source.frames import Frame
-from monitor.scoring.scorers import ModelScorer, rgb_batch
 from monitor.samples import encode, panned_frames
+from monitor.scoring.scorers import ModelScorer, rgb_batch
+from monitor.source.frames import Frame
 from monitor.source.sources import FileSource
 
 # BatchNorms that cannot fold, per lite model: MFENet's octave blocks normalise a sum of two convs.
@@ -96,12 +96,12 @@ def test_channels_last_reaches_every_feature_map(name):
     assert nchw == []
 
 
-def test_model_scorer_runs_the_prepared_model_with_the_same_scores(tmp_path):
+def test_a_model_created_for_inference_scores_as_the_plain_one(tmp_path):
     clip = encode(str(tmp_path / "c.mp4"), panned_frames(320, 240, 4), crf=35)
     with FileSource(clip) as src:
         frames: list[Frame] = list(src)
     plain = registry.create("liqe", "lite")
-    scorer = ModelScorer(copy.deepcopy(plain), torch.device("cpu"))
+    scorer = ModelScorer(registry.create("liqe", "lite", for_inference=True), torch.device("cpu"))
     assert _bns(scorer.model) == 0
     values, extras = scorer.score(frames, [None] * len(frames))
     with torch.inference_mode():

@@ -5,10 +5,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from models.liqe import DISTORTIONS, FINE_TO_COARSE_DISTORTION, SCENES, adaptive_resize, build, joint_prompts, quality_prompts
 from models.crops import unfold_positions
-from pipelines.train.losses import DynamicWeightAverage, distortion_fidelity_loss, fidelity_rank_loss, scene_fidelity_loss, liqe_loss as training_loss
+from models.liqe import DISTORTIONS, FINE_TO_COARSE_DISTORTION, SCENES, adaptive_resize, build, joint_prompts, quality_prompts
 from models.weights import WeightsError, load
+from pipelines.train.losses import DynamicWeightAverage, distortion_fidelity_loss, fidelity_rank_loss, scene_fidelity_loss, liqe_loss as training_loss
 
 # The brief's worked 1080p example (MODELS.md §3.6): top-left corners (y, x) on the 1365×768 resize.
 PAPER_1080P_CORNERS = [(0, 0), (0, 912), (48, 672), (96, 432), (144, 192), (144, 1104), (192, 864), (240, 624),

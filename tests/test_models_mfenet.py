@@ -7,10 +7,10 @@ from torch.utils.flop_counter import FlopCounterMode
 from torchvision.models import resnet50
 
 from models import mfenet
-from models.crops import centred_grid
-from pipelines.train.losses import mfenet_loss
 from models.backbones.van import VAN_SIZES, load_van_checkpoint, van_b0, van_b1, van_b2
+from models.crops import centred_grid
 from models.weights import WeightsError
+from pipelines.train.losses import mfenet_loss
 
 
 def bn_keys(prefix: str, c: int) -> dict:

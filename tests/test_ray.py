@@ -153,7 +153,7 @@ def test_batch_records_equal_vqmon_score_with_a_reference_by_naming_rule(media, 
     plain, ray_out = str(tmp_path / "plain"), str(tmp_path / "ray")
     assert main(["score", str(videos / "clip.mp4"), "--ref", str(refs / "clip.mp4"), "--window", "1s",
                  "--out", plain, "--device", "cpu", "-q"]) == 0
-    result = batch.run_batch(str(videos), ray_out, batch.BatchOptions(window="1s", device="cpu"),
+    result = batch.run_batch(str(videos), ray_out, batch.BatchOptions(window=config.parse_window("1s"), device="cpu"),
                              ref_rule="../refs/{rel}{ext}")
     assert [e["ref"] for e in result.scored] == [str(refs / "clip.mp4")]
 

@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 import browser
-from monitor.views.report import PAD_L, PAD_R, PAD_T, W, build_report
 from monitor.samples import Segment, apply_segments, encode, panned_frames
+from monitor.views.report import PAD_L, PAD_R, PAD_T, W, build_report
 
 FPS, N = 25, 60
 DROP = (25, 45)  # soft frames 25..44: 1.0–1.8 s

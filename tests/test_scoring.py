@@ -6,12 +6,12 @@ import pytest
 
 from conftest import Collect
 from models import registry
-from monitor.records import FrameScore, WindowStat
-from monitor.cli import main
 from monitor.build import score_file
+from monitor.cli import main
 from monitor.config import StreamConfig
-from monitor.samples import encode, panned_frames
 from monitor.config import parse_sample
+from monitor.records import FrameScore, WindowStat
+from monitor.samples import encode, panned_frames
 
 
 @pytest.fixture(scope="module")

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from conftest import BLACK, FPS, FREEZE, N, ffmpeg_fr
-from monitor.scoring import signals
 from monitor.build import score_file
 from monitor.config import StreamConfig
 from monitor.samples import encode, panned_frames
+from monitor.scoring import signals
 from monitor.sinks.jsonl import JsonlSink
 
 

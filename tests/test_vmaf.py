@@ -14,15 +14,15 @@ import pytest
 
 from conftest import Collect
 from monitor import config
-from monitor.cli import main
-from monitor.errors import InputError
 from monitor.build import score_file
+from monitor.cli import main
 from monitor.config import StreamConfig
+from monitor.config import parse_sample
+from monitor.errors import InputError
 from monitor.records import FrameScore, WindowStat
 from monitor.samples import Segment, apply_segments, encode, panned_frames
-from monitor.config import parse_sample
-from monitor.source.sources import FileSource
 from monitor.scoring.vmaf import ChunkedVmaf, VmafOptions
+from monitor.source.sources import FileSource
 
 W, H, N = 320, 192, 40
 AGREE = 0.01  # VMAF points: the brief's bound for vqmon vs FFmpeg on the same files (measured: 0.0)

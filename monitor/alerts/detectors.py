@@ -18,7 +18,24 @@ class Reading:
     onset: float | None = None  # when the condition started, if earlier than this sample
 
 
-class _Level:
+class Detector:
+    """Turns one sample into a Reading; stateful detectors also learn while idle and reset when an alert ends."""
+
+    def read(self, t: float, x: float, state: str | None) -> Reading:
+        raise NotImplementedError
+
+    def learn(self, t: float, x: float) -> None:
+        """Called with every sample while the rule is idle."""
+
+    def reset(self) -> None:
+        """Called when an alert resolves or a pending alert clears."""
+
+    def evidence(self) -> dict:
+        """What the detector adds to an event's evidence."""
+        return {}
+
+
+class _Level(Detector):
     def __init__(self, rule: LevelRule):
         self.low = rule.below is not None
         if self.low:
@@ -34,15 +51,6 @@ class _Level:
         else:
             bad, rec = x > self.trigger, x <= self.recover
         return Reading(bad, rec, x, self.recover if state == "firing" and rec else self.trigger)
-
-    def learn(self, t: float, x: float) -> None:
-        pass
-
-    def reset(self) -> None:
-        pass
-
-    def evidence(self) -> dict:
-        return {}
 
 
 class _Ewma:
@@ -65,7 +73,7 @@ class _Ewma:
         return -math.inf if self.first_t is None else t - self.first_t
 
 
-class _Drop:
+class _Drop(Detector):
     def __init__(self, rule: DropRule):
         self.rule, self.base = rule, _Ewma(rule.half_life)
 
@@ -82,9 +90,6 @@ class _Drop:
 
     def learn(self, t: float, x: float) -> None:
         self.base.update(t, x)
-
-    def reset(self) -> None:
-        pass
 
     def evidence(self) -> dict:
         return {"baseline": self.base.mean}
@@ -114,7 +119,7 @@ class _Cusum(_Drop):
         self.s, self.u, self.run_start = 0.0, 0.0, None  # run_start: first sample of the S > 0 run (change onset)
 
 
-class _Threshold:
+class _Threshold(Detector):
     """freeze (x ≤ threshold, starting at the previous frame) and black (x ≥ threshold)."""
 
     def __init__(self, rule: FreezeRule | BlackRule):
@@ -127,17 +132,8 @@ class _Threshold:
         self.prev_t = t
         return Reading(bad, not bad, x, self.rule.threshold, onset)
 
-    def learn(self, t: float, x: float) -> None:
-        pass
 
-    def reset(self) -> None:
-        pass
-
-    def evidence(self) -> dict:
-        return {}
-
-
-def detector_for(rule: Rule):
+def detector_for(rule: Rule) -> Detector:
     return {LevelRule: _Level, DropRule: _Drop, CusumRule: _Cusum, FreezeRule: _Threshold, BlackRule: _Threshold}[type(rule)](rule)
 
 

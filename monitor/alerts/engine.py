@@ -19,7 +19,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Callable
 
-from monitor.alerts.detectors import EPS_S, Reading, detector_for, lower_is_worse
+from monitor.alerts.detectors import EPS_S, Detector, Reading, detector_for, lower_is_worse
 from monitor.alerts.rules import MetricRule, Rule
 from monitor.records import AlertEvent, FrameScore, WindowStat
 
@@ -28,7 +28,7 @@ from monitor.records import AlertEvent, FrameScore, WindowStat
 class _Track:
     """One rule on one stream: its detector and the alert it has open, if any."""
 
-    detector: object
+    detector: Detector
     state: str | None = None  # None (idle), "pending" or "firing"
     alert_id: str = ""
     since: float = 0.0

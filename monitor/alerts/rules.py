@@ -3,18 +3,8 @@
 Text becomes rules in `monitor.config` (`parse_rules`); a rule that breaks an invariant raises
 `InputError` with one line naming the rule and field.
 
-Every rule turns samples (media time `t`, value `x`) into a condition, and one state machine
-per (rule, stream) turns the condition into events:
-
-    idle ──bad──► pending ──bad for `for` s──► firing ──recovered for `recover_for` s──► resolved (idle)
-                     └──not bad──► idle (no event: a pending alert that clears was never an alert)
-
-With `for` = 0 the alert goes straight to firing (no pending event). While firing, a sample
-that is not "recovered" restarts the `recover_for` clock; for level rules the band between the
-trigger and the recover threshold is hysteresis, so a series flapping around the trigger
-threshold stays one firing alert.
-
-What each rule consumes:
+Every rule turns samples (media time `t`, value `x`) into a condition (`monitor.alerts.detectors`),
+which the engine's state machine turns into events (`monitor.alerts.engine`). What each rule consumes:
 - `level`, `drop`, `cusum` with `stat: frame` (the default): `FrameScore`s of their metric,
   the 0–100 `score` (`scale: score`, default) or the native `value` (`scale: value`); `t` = pts.
 - the same with `stat: p10` (any WindowStat statistic): `WindowStat`s of their metric and
@@ -169,10 +159,16 @@ class CusumRule(BaselineRule):
 
 
 @dataclass(frozen=True, kw_only=True)
-class FreezeRule(Rule):
-    """Fires when sig.freeze (MAFD) stays ≤ `threshold` for `for` seconds, counted from the repeated frame."""
+class ThresholdRule(Rule):
+    """A signal past a fixed threshold for `for` seconds: freeze and black."""
 
     for_s: float = field()  # required here: a freeze (black) of 0 s is every repeated (dark) frame
+
+
+@dataclass(frozen=True, kw_only=True)
+class FreezeRule(ThresholdRule):
+    """Fires when sig.freeze (MAFD) stays ≤ `threshold` for `for` seconds, counted from the repeated frame."""
+
     threshold: float = FREEZE_MAFD
     metric = "sig.freeze"
 
@@ -183,10 +179,9 @@ class FreezeRule(Rule):
 
 
 @dataclass(frozen=True, kw_only=True)
-class BlackRule(Rule):
+class BlackRule(ThresholdRule):
     """Fires when sig.black (share of black pixels) stays ≥ `threshold` for `for` seconds."""
 
-    for_s: float = field()  # required here: a freeze (black) of 0 s is every repeated (dark) frame
     threshold: float = BLACK_FRAME_RATIO
     metric = "sig.black"
 

@@ -41,9 +41,9 @@ import numpy as np
 import torch
 
 from monitor.errors import InputError
-from monitor.source.frames import Frame, yuv420_bytes
 from monitor.records import FrameScore
 from monitor.scoring.signals import MetricInfo
+from monitor.source.frames import Frame, yuv420_bytes
 
 BUILT_IN = ("vmaf_v0.6.1", "vmaf_v0.6.1neg", "vmaf_4k_v0.6.1")  # the usual ones; any libvmaf built-in name works
 LIVE_CHUNK_S = 2.0  # watch: results arrive about this long (plus libvmaf's time) after their frame

@@ -23,9 +23,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from monitor.source.frames import Frame
 from monitor.records import StreamEvent
 from monitor.scoring.signals import to_float_luma
+from monitor.source.frames import Frame
 from monitor.source.sources import FileSource
 
 

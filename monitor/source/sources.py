@@ -22,8 +22,8 @@ from urllib.parse import urlsplit, urlunsplit
 import av
 
 from monitor.errors import InputError
-from monitor.source.frames import Frame
 from monitor.records import StreamEvent
+from monitor.source.frames import Frame
 
 
 @dataclass

@@ -358,8 +358,8 @@ def worst_frames(s: Stream) -> list[tuple[str, int, float, float]]:
 
 def write_worst_thumbnails(results: str, video: str, stream_id: str | None = None) -> list[str]:
     """JPEGs of each metric's worst frame, decoded again from `video`, next to the alert evidence pictures."""
-    from monitor.source.sources import FileSource
     from monitor.alerts.thumbnails import ThumbnailStore
+    from monitor.source.sources import FileSource
 
     written = []
     with FileSource(video, stream_id=stream_id) as src:

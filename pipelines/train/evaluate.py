@@ -27,8 +27,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from monitor.scoring import signals
 from monitor.errors import InputError
+from monitor.scoring import signals
 from pipelines.train import niqe
 from pipelines.train.metrics import correlations, within_group_srcc
 
