@@ -17,6 +17,7 @@ class QualityModel(nn.Module):
     """Base class: subclasses set `info`, implement `forward` and, where crops are not simply averaged, `score_frames`."""
 
     info: ModelInfo
+    extra_labels: dict[str, tuple[str, ...]] = {}  # names of the entries of score_frames' per-frame distributions
 
     def __init__(self) -> None:
         super().__init__()

@@ -82,8 +82,7 @@ class _Decoder(threading.Thread):
         self.dropped = 0  # sampled frames dropped because the queue was full (live only)
         self.decode_s: deque[float] = deque()  # reading-thread CPU seconds per frame, until the scorers report them
         self._stop_flag = threading.Event()
-        info = getattr(source, "info", None)
-        self._period = 1.0 / ((info.fps if info else None) or 25.0)
+        self._period = 1.0 / ((source.info.fps if source.info else None) or 25.0)  # 25 fps for a live source not yet connected
 
     def run(self) -> None:
         try:

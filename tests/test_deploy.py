@@ -91,12 +91,13 @@ def test_live_manifest_runs_vqmon_live_with_a_valid_mounted_config():
     folder, key = os.path.split(args.config)
     assert folder == mount["mountPath"] and key in live["ConfigMap"]["data"]
     cfg = config.parse(yaml.safe_load(live["ConfigMap"]["data"][key]), source="live.yaml ConfigMap")
-    assert 0 < cfg.ray["num_gpus"] < 1 and cfg.streams
+    assert 0 < cfg.ray.num_gpus < 1 and cfg.streams
 
 
 def test_example_configs_and_cluster_launcher():
     cfg = config.load(os.path.join(DEPLOY, "live.example.yaml"))
-    assert len(cfg.streams) == 4 and cfg.ray["num_gpus"] == 0.25 and "prometheus" not in cfg.sinks["otel"]
+    otel = next(s for s in cfg.sinks if s.type == "otel")
+    assert len(cfg.streams) == 4 and cfg.ray.num_gpus == 0.25 and otel.options.prometheus is None
     jobs = list_jobs(os.path.join(DEPLOY, "batch-manifest.example.csv"))
     assert [j.stream_id for j in jobs] == ["show-101-1080p", "show-101-720p", "trailer-4k"]
     assert jobs[0].ref and jobs[0].ref == jobs[1].ref and jobs[2].ref is None

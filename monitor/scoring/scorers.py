@@ -148,7 +148,7 @@ class ModelScorer:
             self.metric, info.kind, f"{lo:g}..{hi:g}", info.native_range, info.higher_is_better,
             f"{info.name} ({info.variant}): {info.protocol}", to_score=model.normalise)}
         self.models = {self.metric: self.tag}
-        self._labels = getattr(model, "extra_labels", {})
+        self._labels = model.extra_labels
         self._dtype = inference.autocast_dtype(device)
 
     @torch.inference_mode()
