@@ -606,7 +606,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     e.add_argument("--batch", type=int, default=16, help="images per batch (default 16)")
     e.add_argument("--boot", type=int, default=1000, help="bootstrap resamples for the CIs (0: none; default 1000)")
-    e.add_argument("--no-baselines", action="store_true", help="leave out PSNR-Y/SSIM-Y/VMAF (FR) and NIQE (NR)")
+    e.add_argument("--no-baselines", action="store_true", help="leave out PSNR-Y/SSIM-Y/VMAF (FR) and NIQE/variance of the Laplacian (NR)")
     e.add_argument("--out", help="also write the table: .csv (raw numbers) or .md (Markdown)")
     e.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     e.set_defaults(func=cmd_eval)

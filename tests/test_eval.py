@@ -122,8 +122,9 @@ def test_eval_nr_csv_end_to_end(tmp_path, capsys):
     assert rc == 0
     assert "liqe/lite@untrained" in shown and "NIQE (−)" in shown and "negated" in shown
     rows = _results(tmp_path / "table.csv")
-    assert set(rows) == {"liqe/lite@untrained", "NIQE"}
+    assert set(rows) == {"liqe/lite@untrained", "NIQE", "var-Laplacian"}
     assert rows["NIQE"]["negated"] == "True" and float(rows["NIQE"]["srcc"]) == pytest.approx(1)
+    assert rows["var-Laplacian"]["negated"] == "False" and float(rows["var-Laplacian"]["srcc"]) == pytest.approx(1)
     liqe = rows["liqe/lite@untrained"]
     assert liqe["n"] == "4" and -1 <= float(liqe["srcc"]) <= 1 and float(liqe["rmse"]) >= 0
 
@@ -207,8 +208,8 @@ def test_eval_on_a_corpus_reports_each_subset_and_all(tmp_path, capsys):
     with open(tmp_path / "t.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert [(r["method"], r["subset"], r["n"]) for r in rows] == [
-        (m, s, n) for m in ("liqe/lite@untrained", "NIQE") for s, n in (("bsds500", "6"), ("kodak24", "6"), ("all", "12"))]
-    niqe_all = rows[-1]
+        (m, s, n) for m in ("liqe/lite@untrained", "NIQE", "var-Laplacian") for s, n in (("bsds500", "6"), ("kodak24", "6"), ("all", "12"))]
+    niqe_all = rows[-4]
     assert float(niqe_all["within_source_srcc"]) == pytest.approx(1)  # blur ranks perfectly within each crop
     assert "VMAF teacher" in capsys.readouterr().out
     assert main(["eval", "liqe:untrained", "--corpus", str(tmp_path / "nowhere")]) == 2

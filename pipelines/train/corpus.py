@@ -19,7 +19,8 @@ VMAF/100, LIQE's 1–5 levels on 1 + 4·VMAF/100 (see pipelines/train/recipes.py
 model's 0–100 score reads like VMAF.
 
 Layout of DIR: `corpus.parquet` (one row per item, schema `ITEM_SCHEMA`), `images/...` PNG
-files, `jobs/` (finished jobs, so an interrupted build resumes). Everything is deterministic
+files, `jobs/` (finished jobs) and `labels.json` (teacher labels measured so far), so an
+interrupted build resumes. Everything is deterministic
 from the seed.
 """
 from __future__ import annotations
@@ -83,6 +84,9 @@ PIXEL: dict[str, tuple[list, str, str]] = {
     "oversharpen": ([2.0, 4.0, 8.0], "other", "level"),
     "camera_chain": ([1, 2, 3], "other", "level"),
 }
+# Adaptive-bitrate ladder of the clips: (encoded height, codec, CRF), rungs below the clip's own height only.
+VIDEO_LADDER: list[tuple[int, str, int]] = [(720, "h264", 23), (540, "h264", 26), (540, "hevc", 30), (360, "h264", 28),
+                                            (360, "h264", 36), (270, "h264", 34)]
 # Adaptive-bitrate ladder rungs for stills: (downscale factor, codec, CRF). Encoded small, upscaled back
 # for display as a player does; VMAF judges the result at the display size.
 LADDER: list[tuple[float, str, int]] = [(1.5, "h264", 26), (2.0, "h264", 32), (2.0, "hevc", 36), (3.0, "h264", 38)]
@@ -358,8 +362,9 @@ def run_ladder_job(out: Path, rung: int, sources: list[dict]) -> list[dict]:
 
 
 def run_video_job(out: Path, source: dict) -> list[dict]:
-    """Encode the clip's first VIDEO_FRAMES frames with every codec × CRF as real video; VMAF per frame
-    with motion; FRAMES_PER_ENCODE evenly spaced frames per encode become items."""
+    """Encode the clip's first VIDEO_FRAMES frames as real video: every codec × CRF at its own size, and the
+    VIDEO_LADDER rungs (downscaled, encoded, upscaled back for display); VMAF per frame with motion;
+    FRAMES_PER_ENCODE evenly spaced frames per encode become items."""
     path, key = Path(source["path"]), source["key"]
     try:
         with av.open(str(path)) as c:
@@ -371,22 +376,29 @@ def run_video_job(out: Path, source: dict) -> list[dict]:
     except av.FFmpegError as e:
         raise InputError(f"{path}: cannot decode ({e})") from None
     picks = np.linspace(0, len(frames) - 1, FRAMES_PER_ENCODE).round().astype(int).tolist()
+    h, w = frames[0].shape[:2]
     rows = []
     for i in picks:
         rel = f"images/{key}/f{i:04d}/pristine.png"
         save_png(frames[i], out / rel)
         rows.append(_row(source["split"], source["subset"], f"{key}/f{i:04d}", "pristine", "", 0, 0, rel, rel,
                          frames[i].shape, "vmaf"))
-    for codec, (base, crfs, _) in CODECS.items():
-        for level, crf in enumerate(crfs[1:], start=2):  # the clips are small; the gentlest CRF adds little
-            decoded = _encode_decode(frames, [*base, "-crf", str(crf)], rate=20)
-            scores = vmaf_scores(frames, decoded, duplicate=False)
-            for i in picks:
-                rel = f"images/{key}/f{i:04d}/{codec}{level}.png"
-                save_png(decoded[i], out / rel)
-                row = _row(source["split"], source["subset"], f"{key}/f{i:04d}", codec, CODEC_COARSE, level, crf, rel,
-                           f"images/{key}/f{i:04d}/pristine.png", decoded[i].shape, "vmaf")
-                rows.append({**row, **scores[i]})
+    encodes = [(codec, level, crf, [*base, "-crf", str(crf)], None)
+               for codec, (base, crfs, _) in CODECS.items()
+               for level, crf in enumerate(crfs[1:], start=2)]  # the clips are small; the gentlest CRF adds little
+    encodes += [("ladder", rung, height, CODECS[codec][0] + ["-crf", str(crf), "-vf", f"scale=-2:{height}"], height)
+                for rung, (height, codec, crf) in enumerate(VIDEO_LADDER, start=1) if height < h]
+    for name, level, param, args, height in encodes:
+        decoded = _encode_decode(frames, args, rate=20)
+        if height:  # a player shows the rung at the display size
+            decoded = [np.asarray(Image.fromarray(d).resize((w, h), Image.BICUBIC)) for d in decoded]
+        scores = vmaf_scores(frames, decoded, duplicate=False)
+        for i in picks:
+            rel = f"images/{key}/f{i:04d}/{name}{level}.png"
+            save_png(decoded[i], out / rel)
+            row = _row(source["split"], source["subset"], f"{key}/f{i:04d}", name, "blur" if height else CODEC_COARSE,
+                       level, param, rel, f"images/{key}/f{i:04d}/pristine.png", decoded[i].shape, "vmaf")
+            rows.append({**row, **scores[i]})
     ident = vmaf_scores(frames, frames, duplicate=False)
     for row in rows:
         if row["level"] == 0:
@@ -427,8 +439,16 @@ def vmaf_scores(refs: list[np.ndarray], dists: list[np.ndarray], duplicate: bool
 
 
 def label_images(out: Path, rows: list[dict], chunk: int = 400) -> None:
-    """Fill vmaf/psnr_y/ssim_y of still-image rows (in place), one libvmaf run per size and chunk."""
-    todo = [r for r in rows if r["vmaf"] is None]
+    """Fill vmaf/psnr_y/ssim_y of still-image rows (in place), one libvmaf run per size and chunk. Labels are
+    kept in out/labels.json as each chunk finishes, so an interrupted build does not measure them again."""
+    store = out / "labels.json"
+    known = json.loads(store.read_text()) if store.is_file() else {}
+    todo = []
+    for r in rows:
+        if r["vmaf"] is None and r["item"] in known:
+            r.update(known[r["item"]])
+        elif r["vmaf"] is None:
+            todo.append(r)
     by_size: dict[tuple[int, int], list[dict]] = {}
     for r in todo:
         by_size.setdefault((r["width"], r["height"]), []).append(r)
@@ -436,10 +456,15 @@ def label_images(out: Path, rows: list[dict], chunk: int = 400) -> None:
         for start in range(0, len(group), chunk):
             part = group[start:start + chunk]
             scores = vmaf_scores([read_rgb(out / r["ref_path"]) for r in part], [read_rgb(out / r["path"]) for r in part])
-            for r, s in zip(part, scores):
-                r.update(s)
-                if r["teacher"] == "level":
-                    r["vmaf"] = None  # measured but not used as a label; PSNR/SSIM kept for reference
+            for r, sc in zip(part, scores):
+                r.update(sc)
+                known[r["item"]] = sc
+            tmp = store.with_name(".labels.json")
+            tmp.write_text(json.dumps(known))
+            os.replace(tmp, store)
+    for r in rows:
+        if r["teacher"] == "level":
+            r["vmaf"] = None  # measured but not used as a label; PSNR/SSIM kept for reference
 
 
 # --- build -------------------------------------------------------------------------------------

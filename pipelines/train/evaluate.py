@@ -8,7 +8,8 @@ with PIL as RGB in [0, 1] and scored with `model.score_frames` in batches of equ
 Baselines sit in the same table: PSNR-Y, SSIM-Y (`monitor.signals`, or the corpus's own
 columns) and VMAF (libvmaf through `monitor.vmaf`, each pair as a still; on a corpus its own
 `vmaf` column, the teacher of the labels) when an FR model is evaluated; NIQE with the
-project's pristine MVG (`models/weights/niqe_pristine.npz`) when an NR model is. Scores where lower is better (NIQE)
+project's pristine MVG (`models/weights/niqe_pristine.npz`) and the variance of the Laplacian of the
+luma (the one-line sharpness measure) when an NR model is. Scores where lower is better (NIQE)
 are negated so that every correlation reads "higher = agrees".
 
 `evaluate_models` is the entry for training loops (validation SRCC: `n_boot=0, baselines=False`);
@@ -26,6 +27,7 @@ from typing import Callable
 import numpy as np
 import torch
 from PIL import Image
+from scipy import ndimage
 
 from monitor import signals
 from monitor.errors import InputError
@@ -245,6 +247,15 @@ def niqe_scores(items: list[Item], model: niqe.NIQEModel | None = None) -> np.nd
     return out
 
 
+def laplacian_variance_scores(items: list[Item]) -> np.ndarray:
+    """Variance of the 4-neighbour Laplacian of the 8-bit luma: the blur yardstick engineers already use."""
+    out = np.empty(len(items))
+    for k, it in enumerate(items):
+        gray = niqe.rgb_to_gray(_rgb8(it.path, it.where).astype(np.float64))
+        out[k] = ndimage.laplace(gray).var()
+    return out
+
+
 def model_label(model) -> str:
     """name/variant@sha256-prefix, or @untrained: the tag the monitor's records use."""
     return f"{model.info.name}/{model.info.variant}@{model.weights_sha256[:12] if model.trained else 'untrained'}"
@@ -273,7 +284,7 @@ def evaluate_models(models: dict, items: list[Item], *, device: torch.device | s
                     on_progress: Callable[[int], None] | None = None) -> list[dict]:
     """Result rows (method, kind, negated, subset, n, fit, srcc, srcc_lo, srcc_hi, krcc…, plcc…, rmse…,
     within_source_srcc) for each {label: QualityModel} and, with `baselines`, PSNR-Y/SSIM-Y (if an FR
-    model is among them) and NIQE (if an NR model is). Models are scored in eval mode and put back
+    model is among them) and NIQE + variance of the Laplacian (if an NR model is). Models are scored in eval mode and put back
     in the mode they were in."""
     methods = []
     for label, model in models.items():
@@ -286,7 +297,8 @@ def evaluate_models(models: dict, items: list[Item], *, device: torch.device | s
         methods += [("PSNR-Y", "FR", psnr, False), ("SSIM-Y", "FR", ssim, False),
                     ("VMAF", "FR", vmaf_scores(items), False)]
     if baselines and "NR" in kinds:
-        methods.append(("NIQE", "NR", -niqe_scores(items), True))
+        methods += [("NIQE", "NR", -niqe_scores(items), True),
+                    ("var-Laplacian", "NR", laplacian_variance_scores(items), False)]
     return [row for m in methods for row in _rows(*m, items, n_boot, seed)]
 
 
