@@ -245,7 +245,12 @@ def cmd_eval(args) -> int:
 
     if args.out and not args.out.endswith((".csv", ".md")):
         raise InputError(f"--out {args.out}: expected a .csv or .md file")
-    items = evaluate.read_csv(args.csv) if args.csv else evaluate.read_corpus(args.corpus, args.split, args.per_subset)
+    if not args.csv and not args.corpus:
+        raise InputError("eval: give the labels with --csv FILE or --corpus DIR (or several)")
+    sets = [(c, evaluate.read_csv(c)) for c in args.csv]
+    sets += [(f"{d} (split {args.split}, VMAF teacher)", evaluate.read_corpus(d, args.split, args.per_subset))
+             for d in args.corpus]
+    items = [it for _, part in sets for it in part]
     from models import inference
     from monitor.scoring import keep_large_tensors_in_heap
 
@@ -269,8 +274,8 @@ def cmd_eval(args) -> int:
     for row in cells:
         table.add_row(*row)
     console = _console(stderr=False)
-    console.print(f"[bold]{args.csv or args.corpus}[/]: {len(items)} labelled images"
-                  f"{'' if args.csv else f' (split {args.split}, VMAF teacher)'}")
+    for name, part in sets:
+        console.print(f"[bold]{name}[/]: {len(part)} labelled images")
     console.print(table)
     for note in notes:
         console.print(note, highlight=False)
@@ -598,9 +603,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", help="correlate quality models (and baselines) with labels: SRCC, KRCC, PLCC, RMSE")
     e.add_argument("model", nargs="+", metavar="MODEL", help="NAME[/VARIANT][:WEIGHTS] as for score --model")
-    src = e.add_mutually_exclusive_group(required=True)
-    src.add_argument("--csv", help="labels: path,mos (NR) or dist,ref,mos (FR); paths relative to the CSV")
-    src.add_argument("--corpus", metavar="DIR", help="distortion corpus (DIR/corpus.parquet), VMAF teacher labels")
+    e.add_argument("--csv", action="append", default=[],
+                   help="labels: path,mos (NR) or dist,ref,mos (FR); paths relative to the CSV (repeatable)")
+    e.add_argument("--corpus", metavar="DIR", action="append", default=[],
+                   help="distortion corpus (DIR/corpus.parquet), VMAF teacher labels (repeatable; with --csv: one table)")
     e.add_argument("--split", choices=("train", "val"), default="val", help="corpus split (default val)")
     e.add_argument("--per-subset", type=int, metavar="N", help="corpus: at most N items per subset, evenly spaced")
     e.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")

@@ -182,3 +182,38 @@ def test_tuned_trunk_replay_recomputes_the_last_tap():
         with features.replay(model, ("trunk",), stale, tuned=("trunk",)):
             got = model(x)
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def ladders(tmp_path_factory):
+    """A panned 480×320 clip encoded with x264 at CRF 18/28/38/48 (middle frames) and a photo under rising noise."""
+    import av
+
+    from monitor.samples import encode, panned_frames
+
+    d = tmp_path_factory.mktemp("ladders")
+    frames = list(panned_frames(480, 320, 24))
+    pristine = torch.from_numpy(frames[12]).permute(2, 0, 1).float() / 255
+    crf = []
+    for q in (18, 28, 38, 48):
+        with av.open(encode(str(d / f"crf{q}.mp4"), frames, crf=q)) as c:
+            decoded = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+        crf.append(torch.from_numpy(decoded[12]).permute(2, 0, 1).float() / 255)
+    rng = np.random.default_rng(0)
+    noise = [(pristine + torch.from_numpy(rng.normal(0, s / 255, pristine.shape)).float()).clamp(0, 1) for s in (0, 8, 20)]
+    return pristine, torch.stack(crf), torch.stack(noise)
+
+
+@pytest.mark.parametrize("entry", manifest_entries(), ids=lambda e: f"{e['name']}-{e['variant']}")
+def test_shipped_weights_order_a_crf_ladder_and_a_noise_ladder(entry, ladders):
+    """What a monitor must get right before anything else: more compression, or more noise, scores lower,
+    and a CRF ladder from 18 to 48 spans more than 5 points of the 0–100 score (not flat)."""
+    pristine, crf, noise = ladders
+    model = registry.create(entry["name"], entry["variant"])
+    with torch.no_grad():
+        for frames in (crf, noise):
+            refs = pristine[None].expand_as(frames) if model.info.kind == "FR" else None
+            q = model.normalise(model.score_frames(frames, refs)["quality"])
+            assert all(a > b for a, b in zip(q, q[1:])), (entry["name"], q.tolist())
+        q = model.normalise(model.score_frames(crf, pristine[None].expand_as(crf) if model.info.kind == "FR" else None)["quality"])
+        assert q.std() > 5, (entry["name"], q.tolist())

@@ -46,7 +46,7 @@ class Item:
     mos: float
     where: str
     ref_path: Path | None = None
-    subset: str = "(none)"
+    subset: str = ""
     source: str = ""
     psnr_y: float | None = None
     ssim_y: float | None = None
@@ -90,7 +90,7 @@ def read_csv(path: str | Path) -> list[Item]:
                 raise InputError(f"{where}: mos {row['mos']!r} is not finite")
             dist = _existing(path.parent, row["dist" if fr else "path"], where)
             ref = _existing(path.parent, row["ref"], where) if fr else None
-            items.append(Item(dist, mos, where, ref, subset=row.get("subset") or "(none)",
+            items.append(Item(dist, mos, where, ref, subset=row.get("subset") or path.parent.name,
                               source=row.get("source") or str(ref or dist)))
     if len(items) < 3:
         raise InputError(f"{path}: {len(items)} labelled row(s); correlations need at least 3")
@@ -283,23 +283,29 @@ def evaluate_models(models: dict, items: list[Item], *, device: torch.device | s
                     n_boot: int = 1000, seed: int = 0, baselines: bool = True,
                     on_progress: Callable[[int], None] | None = None) -> list[dict]:
     """Result rows (method, kind, negated, subset, n, fit, srcc, srcc_lo, srcc_hi, krcc…, plcc…, rmse…,
-    within_source_srcc) for each {label: QualityModel} and, with `baselines`, PSNR-Y/SSIM-Y (if an FR
+    within_source_srcc) for each {label: QualityModel} and, with `baselines`, PSNR-Y/SSIM-Y/VMAF (if an FR
     model is among them) and NIQE + variance of the Laplacian (if an NR model is). Models are scored in eval mode and put back
-    in the mode they were in."""
+    in the mode they were in. FR methods are scored on the items that have a reference (a set of
+    NR labels, such as human-rated photos, can sit beside a corpus in one table)."""
     methods = []
+    with_ref = [it for it in items if it.ref_path is not None]
     for label, model in models.items():
         negated = not model.info.higher_is_better
-        p = predict(model, items, device, batch_size, on_progress)
-        methods.append((label, model.info.kind, -p if negated else p, negated))
+        part = with_ref if model.info.kind == "FR" else items
+        if not part:
+            raise InputError(f"{model.info.name} is a full-reference model: the labels need a reference per image "
+                             f"(CSV header dist,ref,mos, or a corpus)")
+        p = predict(model, part, device, batch_size, on_progress)
+        methods.append((label, model.info.kind, -p if negated else p, negated, part))
     kinds = {m.info.kind for m in models.values()}
-    if baselines and "FR" in kinds:
-        psnr, ssim = fr_baselines(items)
-        methods += [("PSNR-Y", "FR", psnr, False), ("SSIM-Y", "FR", ssim, False),
-                    ("VMAF", "FR", vmaf_scores(items), False)]
+    if baselines and "FR" in kinds and with_ref:
+        psnr, ssim = fr_baselines(with_ref)
+        methods += [("PSNR-Y", "FR", psnr, False, with_ref), ("SSIM-Y", "FR", ssim, False, with_ref),
+                    ("VMAF", "FR", vmaf_scores(with_ref), False, with_ref)]
     if baselines and "NR" in kinds:
-        methods += [("NIQE", "NR", -niqe_scores(items), True),
-                    ("var-Laplacian", "NR", laplacian_variance_scores(items), False)]
-    return [row for m in methods for row in _rows(*m, items, n_boot, seed)]
+        methods += [("NIQE", "NR", -niqe_scores(items), True, items),
+                    ("var-Laplacian", "NR", laplacian_variance_scores(items), False, items)]
+    return [row for m in methods for row in _rows(*m, n_boot, seed)]
 
 
 HEADER = ("method", "subset", "n", "SRCC [95% CI]", "KRCC [95% CI]", "PLCC [95% CI]", "RMSE [95% CI]",
