@@ -438,7 +438,7 @@ def vmaf_scores(refs: list[np.ndarray], dists: list[np.ndarray], duplicate: bool
     return out
 
 
-def label_images(out: Path, rows: list[dict], chunk: int = 400) -> None:
+def label_images(out: Path, rows: list[dict], chunk: int = 400, on_total=None, on_done=None) -> None:
     """Fill vmaf/psnr_y/ssim_y of still-image rows (in place), one libvmaf run per size and chunk. Labels are
     kept in out/labels.json as each chunk finishes, so an interrupted build does not measure them again."""
     store = out / "labels.json"
@@ -452,6 +452,8 @@ def label_images(out: Path, rows: list[dict], chunk: int = 400) -> None:
     by_size: dict[tuple[int, int], list[dict]] = {}
     for r in todo:
         by_size.setdefault((r["width"], r["height"]), []).append(r)
+    if on_total:
+        on_total(len(todo))
     for group in by_size.values():
         for start in range(0, len(group), chunk):
             part = group[start:start + chunk]
@@ -462,6 +464,8 @@ def label_images(out: Path, rows: list[dict], chunk: int = 400) -> None:
             tmp = store.with_name(".labels.json")
             tmp.write_text(json.dumps(known))
             os.replace(tmp, store)
+            if on_done:
+                on_done(len(part))
     for r in rows:
         if r["teacher"] == "level":
             r["vmaf"] = None  # measured but not used as a label; PSNR/SSIM kept for reference
@@ -553,8 +557,8 @@ def build(root: str | Path, out: str | Path, seed: int = 0, workers: int = 2,
                 progress.advance(task)
         rows = [r for j in jobs for r in json.loads((jobs_dir / f"{_safe(j.key)}.json").read_text())]
         task = progress.add_task("teacher: libvmaf on still images", total=None)
-        label_images(out, rows)
-        progress.update(task, total=1, completed=1)
+        label_images(out, rows, on_total=lambda n: progress.update(task, total=n),
+                     on_done=lambda n: progress.advance(task, n))
     tmp = table.with_name(".corpus.parquet")
     pq.write_table(pa.Table.from_pylist(rows, schema=ITEM_SCHEMA), tmp)
     os.replace(tmp, table)
