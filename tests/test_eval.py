@@ -122,8 +122,9 @@ def test_eval_nr_csv_end_to_end(tmp_path, capsys):
     assert rc == 0
     assert "liqe/lite@untrained" in shown and "NIQE (−)" in shown and "negated" in shown
     rows = _results(tmp_path / "table.csv")
-    assert set(rows) == {"liqe/lite@untrained", "NIQE"}
+    assert set(rows) == {"liqe/lite@untrained", "NIQE", "var-Laplacian"}
     assert rows["NIQE"]["negated"] == "True" and float(rows["NIQE"]["srcc"]) == pytest.approx(1)
+    assert rows["var-Laplacian"]["negated"] == "False" and float(rows["var-Laplacian"]["srcc"]) == pytest.approx(1)
     liqe = rows["liqe/lite@untrained"]
     assert liqe["n"] == "4" and -1 <= float(liqe["srcc"]) <= 1 and float(liqe["rmse"]) >= 0
 
@@ -151,6 +152,7 @@ def test_eval_bad_csv_row_is_one_line_naming_file_and_line(tmp_path, capsys):
     (tmp_path / "a.csv").write_text("path,mos\nblur0.png,90\nblur1.png,seventy\nblur2.png,50\n")
     (tmp_path / "b.csv").write_text("path,mos\nblur0.png,90\nmissing.png,70\nblur2.png,50\n")
     (tmp_path / "c.csv").write_text("file,score\nblur0.png,90\n")
+    (tmp_path / "e.csv").write_text("path,mos\nblur0.png,90\nblur1.png,70\nblur2.png,50\n")
     for name, problem in (("a.csv:3", "'seventy' is not a number"), ("b.csv:3", "image not found"),
                           ("c.csv", "expected a header path,mos")):
         assert main(["eval", "liqe:untrained", "--csv", str(tmp_path / name.split(":")[0])]) == 2
@@ -161,9 +163,9 @@ def test_eval_bad_csv_row_is_one_line_naming_file_and_line(tmp_path, capsys):
     assert main(["eval", "gsn:untrained", "--csv", str(tmp_path / "d.csv"), "--device", "cpu"]) == 2
     err = capsys.readouterr().err.strip()
     assert "d.csv:2: reference" in err and "224×112, the image 224×224" in err, err
-    with pytest.raises(SystemExit):
-        main(["eval", "liqe:untrained"])  # --csv or --corpus is required
-    capsys.readouterr()
+    assert main(["eval", "liqe:untrained"]) == 2  # --csv or --corpus is required
+    assert "--csv FILE or --corpus DIR" in capsys.readouterr().err
+    assert main(["eval", "gsn:untrained", "--csv", str(tmp_path / "a.csv").replace("a.csv", "e.csv")]) == 2
     assert main(["eval", "liqe:untrained", "--csv", str(tmp_path / "a.csv"), "--out", "t.txt"]) == 2
 
 
@@ -207,9 +209,31 @@ def test_eval_on_a_corpus_reports_each_subset_and_all(tmp_path, capsys):
     with open(tmp_path / "t.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert [(r["method"], r["subset"], r["n"]) for r in rows] == [
-        (m, s, n) for m in ("liqe/lite@untrained", "NIQE") for s, n in (("bsds500", "6"), ("kodak24", "6"), ("all", "12"))]
-    niqe_all = rows[-1]
+        (m, s, n) for m in ("liqe/lite@untrained", "NIQE", "var-Laplacian") for s, n in (("bsds500", "6"), ("kodak24", "6"), ("all", "12"))]
+    niqe_all = rows[-4]
     assert float(niqe_all["within_source_srcc"]) == pytest.approx(1)  # blur ranks perfectly within each crop
     assert "VMAF teacher" in capsys.readouterr().out
     assert main(["eval", "liqe:untrained", "--corpus", str(tmp_path / "nowhere")]) == 2
     assert "corpus.parquet" in capsys.readouterr().err
+
+
+def test_eval_puts_nr_and_fr_label_sets_in_one_table(tmp_path, capsys):
+    """Human-rated photos (NR labels) beside an FR set: NR methods score every item, FR methods the referenced ones."""
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "pairs").mkdir()
+    for d in ("photos", "pairs"):
+        _ladder(tmp_path / d)
+    (tmp_path / "photos" / "mos.csv").write_text("path,mos\n" + "".join(f"blur{i}.png,{90 - 20 * i}\n" for i in range(4)))
+    (tmp_path / "pairs" / "fr.csv").write_text("dist,ref,mos\n" + "".join(f"blur{i}.png,ref.png,{90 - 20 * i}\n"
+                                                                       for i in range(4)))
+    rc = main(["eval", "liqe:untrained", "gsn:untrained", "--csv", str(tmp_path / "photos" / "mos.csv"),
+               "--csv", str(tmp_path / "pairs" / "fr.csv"), "--device", "cpu", "--boot", "0",
+               "--out", str(tmp_path / "t.csv"), "-q"])
+    assert rc == 0
+    with open(tmp_path / "t.csv", newline="") as f:
+        rows = {(r["method"], r["subset"]): r["n"] for r in csv.DictReader(f)}
+    assert rows[("liqe/lite@untrained", "all")] == "8" and rows[("liqe/lite@untrained", "photos")] == "4"
+    assert rows[("gsn/lite@untrained", "all")] == "4" and ("gsn/lite@untrained", "photos") not in rows
+    assert rows[("var-Laplacian", "all")] == "8" and rows[("SSIM-Y", "all")] == "4"
+    shown = capsys.readouterr().out
+    assert "mos.csv" in shown and "fr.csv" in shown

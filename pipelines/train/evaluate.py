@@ -8,7 +8,8 @@ with PIL as RGB in [0, 1] and scored with `model.score_frames` in batches of equ
 Baselines sit in the same table: PSNR-Y, SSIM-Y (`monitor.scoring.signals`, or the corpus's own
 columns) and VMAF (libvmaf through `monitor.scoring.vmaf`, each pair as a still; on a corpus its own
 `vmaf` column, the teacher of the labels) when an FR model is evaluated; NIQE with the
-project's pristine MVG (`models/weights/niqe_pristine.npz`) when an NR model is. Scores where lower is better (NIQE)
+project's pristine MVG (`models/weights/niqe_pristine.npz`) and the variance of the Laplacian of the
+luma (the one-line sharpness measure) when an NR model is. Scores where lower is better (NIQE)
 are negated so that every correlation reads "higher = agrees".
 
 `evaluate_models` is the entry for training loops (validation SRCC: `n_boot=0, baselines=False`);
@@ -26,6 +27,7 @@ from typing import Callable
 import numpy as np
 import torch
 from PIL import Image
+from scipy import ndimage
 
 from monitor.errors import InputError
 from monitor.scoring import signals
@@ -44,7 +46,7 @@ class Item:
     mos: float
     where: str
     ref_path: Path | None = None
-    subset: str = "(none)"
+    subset: str = ""
     source: str = ""
     psnr_y: float | None = None
     ssim_y: float | None = None
@@ -88,7 +90,7 @@ def read_csv(path: str | Path) -> list[Item]:
                 raise InputError(f"{where}: mos {row['mos']!r} is not finite")
             dist = _existing(path.parent, row["dist" if fr else "path"], where)
             ref = _existing(path.parent, row["ref"], where) if fr else None
-            items.append(Item(dist, mos, where, ref, subset=row.get("subset") or "(none)",
+            items.append(Item(dist, mos, where, ref, subset=row.get("subset") or path.parent.name,
                               source=row.get("source") or str(ref or dist)))
     if len(items) < 3:
         raise InputError(f"{path}: {len(items)} labelled row(s); correlations need at least 3")
@@ -245,6 +247,15 @@ def niqe_scores(items: list[Item], model: niqe.NIQEModel | None = None) -> np.nd
     return out
 
 
+def laplacian_variance_scores(items: list[Item]) -> np.ndarray:
+    """Variance of the 4-neighbour Laplacian of the 8-bit luma: the blur yardstick engineers already use."""
+    out = np.empty(len(items))
+    for k, it in enumerate(items):
+        gray = niqe.rgb_to_gray(_rgb8(it.path, it.where).astype(np.float64))
+        out[k] = ndimage.laplace(gray).var()
+    return out
+
+
 def model_label(model) -> str:
     """name/variant@sha256-prefix, or @untrained: the tag the monitor's records use."""
     return f"{model.info.name}/{model.info.variant}@{model.weights_sha256[:12] if model.trained else 'untrained'}"
@@ -272,22 +283,29 @@ def evaluate_models(models: dict, items: list[Item], *, device: torch.device | s
                     n_boot: int = 1000, seed: int = 0, baselines: bool = True,
                     on_progress: Callable[[int], None] | None = None) -> list[dict]:
     """Result rows (method, kind, negated, subset, n, fit, srcc, srcc_lo, srcc_hi, krcc…, plcc…, rmse…,
-    within_source_srcc) for each {label: QualityModel} and, with `baselines`, PSNR-Y/SSIM-Y (if an FR
-    model is among them) and NIQE (if an NR model is). Models are scored in eval mode and put back
-    in the mode they were in."""
+    within_source_srcc) for each {label: QualityModel} and, with `baselines`, PSNR-Y/SSIM-Y/VMAF (if an FR
+    model is among them) and NIQE + variance of the Laplacian (if an NR model is). Models are scored in eval mode and put back
+    in the mode they were in. FR methods are scored on the items that have a reference (a set of
+    NR labels, such as human-rated photos, can sit beside a corpus in one table)."""
     methods = []
+    with_ref = [it for it in items if it.ref_path is not None]
     for label, model in models.items():
         negated = not model.info.higher_is_better
-        p = predict(model, items, device, batch_size, on_progress)
-        methods.append((label, model.info.kind, -p if negated else p, negated))
+        part = with_ref if model.info.kind == "FR" else items
+        if not part:
+            raise InputError(f"{model.info.name} is a full-reference model: the labels need a reference per image "
+                             f"(CSV header dist,ref,mos, or a corpus)")
+        p = predict(model, part, device, batch_size, on_progress)
+        methods.append((label, model.info.kind, -p if negated else p, negated, part))
     kinds = {m.info.kind for m in models.values()}
-    if baselines and "FR" in kinds:
-        psnr, ssim = fr_baselines(items)
-        methods += [("PSNR-Y", "FR", psnr, False), ("SSIM-Y", "FR", ssim, False),
-                    ("VMAF", "FR", vmaf_scores(items), False)]
+    if baselines and "FR" in kinds and with_ref:
+        psnr, ssim = fr_baselines(with_ref)
+        methods += [("PSNR-Y", "FR", psnr, False, with_ref), ("SSIM-Y", "FR", ssim, False, with_ref),
+                    ("VMAF", "FR", vmaf_scores(with_ref), False, with_ref)]
     if baselines and "NR" in kinds:
-        methods.append(("NIQE", "NR", -niqe_scores(items), True))
-    return [row for m in methods for row in _rows(*m, items, n_boot, seed)]
+        methods += [("NIQE", "NR", -niqe_scores(items), True, items),
+                    ("var-Laplacian", "NR", laplacian_variance_scores(items), False, items)]
+    return [row for m in methods for row in _rows(*m, n_boot, seed)]
 
 
 HEADER = ("method", "subset", "n", "SRCC [95% CI]", "KRCC [95% CI]", "PLCC [95% CI]", "RMSE [95% CI]",

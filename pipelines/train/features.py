@@ -27,6 +27,8 @@ from pipelines.train.losses import DISTORTION_INDEX
 
 CROP = 224
 TAPS = (1, 2, 3, 4)  # Lite0 taps at strides 4/8/16/32 (GSN, MFENet, LIQE)
+# Distortions whose levels are not ordered: each camera_chain level draws its own set of faults.
+UNORDERED = ("camera_chain",)
 
 
 def positions(source: str, h: int, w: int, count: int, seed: int) -> list[tuple[int, int]]:
@@ -42,14 +44,24 @@ class FeatureCache:
         self.meta = json.loads((root / "meta.json").read_text())
         self.arrays = {p.stem: np.load(p, mmap_mode="r") for p in root.glob("*.npy")}
 
+        self.vmaf = np.array([np.nan if v is None else v for v in self.meta["vmaf"]], dtype=np.float32)
+        self.ref_index = np.asarray(self.meta["ref_index"])
+        families = sorted(set(self.meta["distortion"]))
+        self.family = np.array([families.index(d) for d in self.meta["distortion"]])
+        self.ordered = np.array([d not in UNORDERED for d in self.meta["distortion"]])
+        self.level = np.asarray(self.meta["level"])
+        self.labelled = np.flatnonzero(np.isfinite(self.vmaf))
+        self.by_group = [np.flatnonzero(self.ref_index == g) for g in range(int(self.ref_index.max()) + 1)]
+
     def __len__(self) -> int:
-        return len(self.meta["vmaf"])
+        return len(self.vmaf)
 
     def batch(self, idx: np.ndarray, names: tuple[str, ...]) -> dict[str, torch.Tensor]:
         idx = np.sort(idx)  # sorted reads are kinder to the page cache
-        ref_idx = np.asarray(self.meta["ref_index"])[idx]
-        out = {"vmaf": torch.tensor(np.asarray(self.meta["vmaf"])[idx], dtype=torch.float32),
-               "coarse": torch.tensor(np.asarray(self.meta["coarse"])[idx])}
+        ref_idx = self.ref_index[idx]
+        out = {"vmaf": torch.from_numpy(self.vmaf[idx]), "coarse": torch.tensor(np.asarray(self.meta["coarse"])[idx]),
+               "group": torch.from_numpy(ref_idx), "family": torch.from_numpy(self.family[idx]),
+               "ordered": torch.from_numpy(self.ordered[idx]), "level": torch.from_numpy(self.level[idx])}
         for name in names:  # "pixels", "tap1".."tap4", "tap4_os16", and "ref_" + those of the reference crops
             a = torch.from_numpy(np.ascontiguousarray(self.arrays[name][ref_idx if name.startswith("ref_") else idx]))
             out[name] = a.permute(0, 3, 1, 2).float() / 255 if a.dtype == torch.uint8 else a.float()
@@ -75,7 +87,8 @@ def _trunks() -> dict[str, tuple[nn.Module, tuple[str, ...], bool]]:
 @torch.no_grad()
 def build(corpus_root: Path, rows: list[dict], seed: int = 0, crops_per_source: int = 1, batch: int = 32,
           progress=None) -> FeatureCache:
-    """Compute the cache for `rows` (training items) in corpus_root/cache, or the arrays it still lacks."""
+    """Compute the cache for `rows` (training items: VMAF-labelled and rank-only) in corpus_root/cache, or the
+    arrays it still lacks."""
     out = corpus_root / "cache"
     trunks = _trunks()
     wanted = {"pixels", "ref_pixels"} | {p + a for _, names, ref in trunks.values() for a in names
@@ -131,32 +144,38 @@ def build(corpus_root: Path, rows: list[dict], seed: int = 0, crops_per_source: 
     write("", crops, lambda c: cut(read_rgb(corpus_root / c[0]["path"]), c[1], c[2]))
     meta = {"seed": seed, "crops_per_source": crops_per_source, "ref_index": [c[3] for c in crops],
             "vmaf": [c[0]["vmaf"] for c in crops], "coarse": [DISTORTION_INDEX.get(c[0]["coarse"], -1) for c in crops],
-            "items": [c[0]["item"] for c in crops]}
+            "items": [c[0]["item"] for c in crops], "distortion": [c[0]["distortion"] for c in crops],
+            "level": [c[0]["level"] for c in crops]}
     (out / ".meta.json").write_text(json.dumps(meta))
     os.replace(out / ".meta.json", out / "meta.json")
     return FeatureCache(out)
 
 
 class TrunkReplay(nn.Module):
-    """Stands in for a frozen trunk during training: returns the taps set for the current batch."""
+    """Stands in for a frozen trunk during training: returns the taps set for the current batch.
 
-    def __init__(self) -> None:
+    With `tail` (the trunk's own last stages, blocks 5–6 of Lite0) the last tap is recomputed from
+    the cached stride-16 tap, so those stages fine-tune end to end while the rest stays cached.
+    """
+
+    def __init__(self, taps: list[torch.Tensor], tail: nn.Module | None = None) -> None:
         super().__init__()
-        self.taps: list[torch.Tensor] = []
+        self.taps, self.tail = taps, tail
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return self.taps
+        if self.tail is None:
+            return self.taps
+        return [*self.taps[:-1], self.tail(self.taps[-2])]
 
 
 @contextlib.contextmanager
-def replay(model: nn.Module, attrs: tuple[str, ...], taps: list[torch.Tensor]):
-    """Swap the model's trunk attribute(s) for a replay of `taps`; the real trunk comes back afterwards."""
+def replay(model: nn.Module, attrs: tuple[str, ...], taps: list[torch.Tensor], tuned: tuple[str, ...] = ()):
+    """Swap the model's trunk attribute(s) for a replay of `taps`; the real trunk comes back afterwards.
+    Trunks named in `tuned` recompute their last tap through their own blocks 5–6 (see TrunkReplay)."""
     saved = {a: getattr(model, a) for a in attrs}
-    stand_in = TrunkReplay()
-    stand_in.taps = taps
     try:
         for a in attrs:
-            setattr(model, a, stand_in)
+            setattr(model, a, TrunkReplay(taps, saved[a].blocks[5:] if a in tuned else None))
         yield
     finally:
         for a, m in saved.items():

