@@ -15,7 +15,8 @@ import time
 
 import torch
 
-from monitor.alerts.engine import AlertEngine
+from monitor import __version__
+from monitor.alerts.engine import AlertEngine, alert_spans
 from monitor.alerts.thumbnails import KEEP, ThumbnailStore
 from monitor.config import ModelSpec, StreamConfig
 from monitor.errors import InputError
@@ -25,7 +26,8 @@ from monitor.scoring.scorers import ModelScorer, SignalScorer, pick_device
 from monitor.sinks import Sinks
 from monitor.source.align import Aligner, ReferencePairer
 from monitor.source.sampling import KeepUp
-from monitor.source.sources import FileSource, LiveSource
+from monitor.records import AlertEvent, to_row
+from monitor.source.sources import FileSource, LiveSource, redact
 from monitor.summary import RunSummary, summarise
 
 
@@ -81,7 +83,21 @@ def build(stream: StreamConfig, sinks: Sinks, device: torch.device, *, live: boo
                           window=stream.window, scorers=scorers, alerts=alerts, batch_size=batch_size,
                           summarise=not live, on_record=on_record, thumbnails=thumbnails, keepup=keepup,
                           vmaf=stream.vmaf, sources=[s for s in (source, ref) if s is not None])
+    pipe.about = _about(stream, source, pipe)
     return pipe
+
+
+def _about(stream: StreamConfig, source, pipe: StreamPipeline) -> dict:
+    """The `started` event's detail: what is scored and how, so a report of the records can say it (a live
+    source's codec, size and frame rate follow in its `up` event)."""
+    info = source.info
+    return {"source": redact(stream.url), "reference": redact(stream.ref) if stream.ref else None,
+            "ref_offset": stream.ref_offset, "sampling": pipe.sampler.describe(), "window": stream.window.describe(),
+            "models": {m: tag for s in pipe.scorers for m, tag in s.models.items()}
+            | ({vmaf.METRIC.name: pipe.vmaf.tag} if pipe.vmaf else {}),
+            "vqmon": __version__,
+            **({"codec": info.codec, "pix_fmt": info.pix_fmt, "width": info.width, "height": info.height,
+                "fps": info.fps, "duration_s": info.duration_s} if info else {})}
 
 
 def _live(stream: StreamConfig, url: str, stream_id: str, listen: bool, on_event=None) -> LiveSource:
@@ -97,8 +113,10 @@ def score_file(stream: StreamConfig, sinks=(), *, device: str | torch.device = "
     """Score one file (`stream.url`, against `stream.ref` if set), write the records to `sinks` and close them."""
     dev = device if isinstance(device, torch.device) else pick_device(device)
     out = Sinks(sinks)
+    alert_events: list[dict] = []  # for the summary's alerts
     pipe = build(stream, out, dev, live=False, models=models, batch_size=batch_size, thumbnails_dir=thumbnails_dir,
-                 signal_kernels=signal_kernels)
+                 signal_kernels=signal_kernels,
+                 on_record=lambda r: alert_events.append(to_row(r)) if isinstance(r, AlertEvent) else None)
     source, pairer = pipe.source, pipe.pairer
     summary = RunSummary(stream.url, stream.id, source.info, pipe.sampler.describe(), reference=stream.ref)
     started = time.perf_counter()
@@ -114,6 +132,7 @@ def score_file(stream: StreamConfig, sinks=(), *, device: str | torch.device = "
     if pairer:
         summary.ref_paired, summary.ref_unpaired, summary.ref_ended_at = pairer.paired, pairer.unpaired, pairer.ref_ended_at
     summarise(summary, pipe.scorers + ([pipe.vmaf] if pipe.vmaf else []), pipe.collected, source.info.fps or 25.0)
+    summary.alerts = alert_spans(alert_events)
     return summary
 
 

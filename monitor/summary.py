@@ -1,11 +1,14 @@
-"""What `vqmon score` prints for one file: per-metric statistics with the worst frame, and black/freeze stretches."""
+"""What `vqmon score` prints for one file: per-metric statistics with the worst frame, black/freeze stretches, alerts."""
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
+from monitor.alerts.engine import AlertSpan
+from monitor.scoring.metrics import better
 from monitor.scoring.signals import BLACK_FRAME_RATIO, FREEZE_MAFD, segments
 from monitor.source.sources import StreamInfo
 
@@ -15,15 +18,22 @@ FREEZE_MIN_S = 0.5  # shortest freeze the summary reports (single repeats are no
 
 @dataclass
 class MetricSummary:
+    """One metric over a file: native-unit statistics, the 0–100 score beside them (NaN where the metric has none),
+    and the worst frame by native value (None where neither direction is better)."""
+
     metric: str
     unit: str
+    better: str  # "higher", "lower" or "—"
     count: int
     mean: float
     p5: float
     min: float
     max: float
-    worst_index: int
-    worst_pts_s: float
+    score_mean: float
+    score_p5: float
+    worst_index: int | None
+    worst_pts_s: float | None
+    worst_value: float | None
 
 
 @dataclass
@@ -54,12 +64,11 @@ class RunSummary:
     elapsed_s: float = 0.0
     metrics: list[MetricSummary] = field(default_factory=list)
     segments: list[Segment] = field(default_factory=list)
+    alerts: list[AlertSpan] = field(default_factory=list)
 
     @property
     def fps(self) -> float:
         return self.frames_seen / self.elapsed_s if self.elapsed_s else math.nan
-
-
 
 
 def summarise(summary: RunSummary, scorers, collected: dict, fps: float) -> None:
@@ -76,19 +85,30 @@ def summarise(summary: RunSummary, scorers, collected: dict, fps: float) -> None
             continue
         info = infos[m]
         pos = np.flatnonzero(ok)
-        worst = pos[np.argmin(v[ok])] if info.higher_is_better else pos[np.argmax(v[ok])]
-        summary.metrics.append(MetricSummary(m, info.unit, int(ok.sum()), float(v[ok].mean()),
-                                             float(np.percentile(v[ok], 5)), float(v[ok].min()), float(v[ok].max()),
-                                             int(index[worst]), float(pts[worst])))
+        worst = None if info.higher_is_better is None else pos[np.argmin(v[ok]) if info.higher_is_better else np.argmax(v[ok])]
+        score = info.to_score(torch.from_numpy(v[ok])).numpy() if info.to_score else np.array([math.nan])
+        summary.metrics.append(MetricSummary(
+            m, info.unit, better(info), int(ok.sum()), float(v[ok].mean()), float(np.percentile(v[ok], 5)),
+            float(v[ok].min()), float(v[ok].max()), float(score.mean()), float(np.percentile(score, 5)),
+            None if worst is None else int(index[worst]), None if worst is None else float(pts[worst]),
+            None if worst is None else float(v[worst])))
+    summary.segments = stretches(index, pts, collected.get("sig.black", []), collected.get("sig.freeze", []), fps)
+
+
+def stretches(index, pts, black, freeze, fps: float) -> list[Segment]:
+    """Black runs of at least BLACK_MIN_S and freezes of at least FREEZE_MIN_S, from per-frame sig.black and sig.freeze
+    (aligned with `index` and `pts`; NaN where not scored), in time order."""
     period = 1.0 / fps
+    found = []
     for kind, flags, min_s in (
-        ("black", [x >= BLACK_FRAME_RATIO for x in collected.get("sig.black", [])], BLACK_MIN_S),
+        ("black", [x >= BLACK_FRAME_RATIO for x in black], BLACK_MIN_S),
         # a frame equal to its predecessor: the freeze starts at that predecessor
-        ("freeze", [x <= FREEZE_MAFD for x in collected.get("sig.freeze", [])], FREEZE_MIN_S),
+        ("freeze", [x <= FREEZE_MAFD for x in freeze], FREEZE_MIN_S),
     ):
         for a, b in segments(flags):
             if kind == "freeze" and a > 0:
                 a -= 1
             start, end = pts[a], pts[b] + period
             if end - start >= min_s - 1e-9:
-                summary.segments.append(Segment(kind, float(start), float(end), int(index[a]), int(index[b])))
+                found.append(Segment(kind, float(start), float(end), int(index[a]), int(index[b])))
+    return sorted(found, key=lambda seg: seg.start_s)

@@ -9,6 +9,7 @@ and open alerts, and closes the sinks, so nothing scored is lost.
 """
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
@@ -20,6 +21,7 @@ from monitor.config import WatchConfig
 from monitor.errors import InputError
 from monitor.pipeline import StreamPipeline
 from monitor.records import AlertEvent, FrameScore, StreamEvent, WindowStat, utcnow
+from monitor.scoring.metrics import metric_info, with_unit
 from monitor.scoring.scorers import pick_device
 from monitor.sinks import Sinks
 from monitor.source.sampling import KeepUp, Sampler
@@ -36,6 +38,7 @@ class StreamStatus:
     frames: int = 0
     started: float = field(default_factory=time.monotonic)
     last_window: dict[str, float] = field(default_factory=dict)  # metric → latest window mean (score scale)
+    last_value: dict[str, float] = field(default_factory=dict)  # metric → latest window mean (native units)
     history: dict[str, deque] = field(default_factory=dict)  # metric → recent window means, for sparklines
     firing: set[str] = field(default_factory=set)
     restarts: int = 0
@@ -74,6 +77,8 @@ class StreamStatus:
         elif isinstance(r, WindowStat) and r.scale == "score":
             self.last_window[r.metric] = r.mean
             self.history.setdefault(r.metric, deque(maxlen=HISTORY)).append(r.mean)
+        elif isinstance(r, WindowStat):
+            self.last_value[r.metric] = r.mean
         elif isinstance(r, StreamEvent) and r.event in ("up", "down"):
             self.state = r.event
         elif isinstance(r, AlertEvent):
@@ -137,8 +142,8 @@ class Watcher:
     def status_line(self) -> str:
         parts = []
         for sid, st in self.status.items():
-            scores = " ".join(f"{m}={v:.0f}" for m, v in sorted(st.last_window.items())
-                              if m.startswith(("nr.", "fr.")))
+            scores = " ".join(f"{m} {with_unit(st.last_value.get(m, math.nan), metric_info(m))} ({v:.0f})"
+                              for m, v in sorted(st.last_window.items()) if m.startswith(("nr.", "fr.")))
             alerts = f" ALERTS: {','.join(sorted(st.firing))}" if st.firing else ""
             parts.append(f"{sid}: {st.state} {st.frames} fr {st.fps():.1f} fps{_keeping_up(st)} {scores}{alerts}".rstrip())
         return " | ".join(parts)

@@ -13,6 +13,7 @@ threshold stays one firing alert.
 """
 from __future__ import annotations
 
+import json
 import math
 import threading
 from collections import deque
@@ -22,6 +23,37 @@ from typing import Callable
 from monitor.alerts.detectors import EPS_S, Detector, Reading, detector_for, lower_is_worse
 from monitor.alerts.rules import MetricRule, Rule
 from monitor.records import AlertEvent, FrameScore, WindowStat
+
+
+@dataclass
+class AlertSpan:
+    """One alert that fired, for people to read: its span in media time (`until` None while still firing at the end)."""
+
+    rule: str
+    metric: str
+    since: float
+    until: float | None
+    threshold: float
+    worst: dict  # evidence of its last event: worst frame_index, pts_s, value, thumbnail
+
+
+def alert_spans(events: list[dict]) -> list[AlertSpan]:
+    """Alert events (as rows: Parquet or `records.to_row`) → the alerts that fired, each from its first firing
+    event's `since_s` to its resolving event (a pending alert that cleared was never an alert)."""
+    by_id: dict[str, list[dict]] = {}
+    for row in sorted(events, key=lambda r: (r["at_s"], r["emitted_ts"])):
+        by_id.setdefault(row["alert_id"], []).append(row)
+    spans = []
+    for rows in by_id.values():
+        firing = [r for r in rows if r["state"] == "firing"]
+        if not firing:
+            continue
+        resolved = [r for r in rows if r["state"] == "resolved"]
+        evidence = (resolved or firing)[-1]["evidence"] or {}
+        spans.append(AlertSpan(firing[0]["rule"], firing[0]["metric"], firing[0]["since_s"],
+                               resolved[-1]["at_s"] if resolved else None, firing[0]["threshold"],
+                               json.loads(evidence) if isinstance(evidence, str) else evidence))
+    return sorted(spans, key=lambda a: a.since)
 
 
 @dataclass

@@ -73,7 +73,7 @@ def cmd_score(args) -> int:
     if args.report:
         from monitor.views.report import write_report, write_worst_thumbnails
 
-        write_worst_thumbnails(args.out, args.video, stream.id)
+        write_worst_thumbnails(args.out, args.video, stream.id, args.ref, args.ref_offset)
         show.print(f"report: {write_report(args.out, os.path.join(args.out, 'report.html'), stream.alerts or None)}")
     return 0
 
@@ -89,20 +89,22 @@ def cmd_report(args) -> int:
 
 
 def print_summary(s, console: Console, out: str | None) -> None:
+    from monitor.scoring.metrics import SCORE_MEANING
+
     i = s.info
     console.print(f"[bold]{s.source}[/]  {i.codec} {i.width}×{i.height} {i.pix_fmt}"
                   f"{f' {i.fps:.3g} fps' if i.fps else ''}  · sampled {s.sampling}")
     console.print(f"frames: {s.frames_seen} decoded, {s.frames_scored} scored in {s.elapsed_s:.1f} s "
-                  f"({s.fps:.1f} fps)")
-    table = Table(show_edge=False, header_style="bold")
-    for col in ("metric", "unit", "frames", "mean", "p5", "min", "max", "worst frame"):
-        table.add_column(col, justify="left" if col in ("metric", "unit", "worst frame") else "right")
-    for m in s.metrics:
-        table.add_row(m.metric, m.unit, str(m.count), _num(m.mean), _num(m.p5), _num(m.min), _num(m.max),
-                      f"#{m.worst_index} @ {m.worst_pts_s:.3f}s")
-    console.print(table)
+                  f"({s.fps:.1f} decoded frames/s)")
+    console.print(summary_table(s.metrics, wide=console.width >= WIDE))
+    console.print(f"values in each metric's unit; {SCORE_MEANING} (mean shown)", highlight=False, style="dim")
     for seg in s.segments:
         console.print(f"[yellow]{seg.kind}[/]: {seg.start_s:.3f}–{seg.end_s:.3f} s (frames {seg.first_frame}–{seg.last_frame})")
+    for a in s.alerts:
+        until = "end" if a.until is None else f"{a.until:.3f}"
+        worst = f", worst frame #{a.worst['frame_index']} @ {a.worst['pts_s']:.3f}s" if a.worst.get("frame_index") is not None else ""
+        console.print(f"[red]alert[/] {a.rule} ({a.metric}, threshold {a.threshold:g}): {a.since:.3f}–{until} s{worst}",
+                      highlight=False)
     if s.reference:
         line = f"reference {s.reference}: {s.ref_paired} frames paired"
         if s.ref_unpaired:
@@ -118,6 +120,29 @@ def print_summary(s, console: Console, out: str | None) -> None:
                   f"fr.vmaf; last: {s.last_scorer_error}", highlight=False, markup=False)
     if out and out != "-":
         console.print(f"records written to {out}")
+
+
+WIDE = 120  # narrower consoles (a terminal of 80 columns) get the summary table without frames, max and worst pts
+
+
+def summary_table(metrics, wide: bool) -> Table:
+    """Per metric: native statistics in its unit, which way is better, the mean 0–100 score and the worst frame.
+
+    Metric names are never cut (`sig.blockiness` and `sig.black` must stay apart); a narrow console
+    drops columns instead of squeezing every cell."""
+    table = Table(show_edge=False, header_style="bold") if wide else Table(box=None, header_style="bold", padding=(0, 1))
+    cols = ("metric", "unit", "better", "frames", "mean", "p5", "min", "max", "score", "worst frame")
+    cols = cols if wide else tuple(c for c in cols if c not in ("frames", "max"))
+    for col in cols:
+        table.add_column(col if wide or col != "worst frame" else "worst", no_wrap=True,
+                         justify="left" if col in ("metric", "unit", "better", "worst frame") else "right")
+    for m in metrics:
+        worst = "—" if m.worst_index is None else f"#{m.worst_index}" + (f" @ {m.worst_pts_s:.3f}s" if wide else "")
+        cells = {"metric": m.metric, "unit": m.unit or "—", "better": m.better, "frames": str(m.count),
+                 "mean": _num(m.mean), "p5": _num(m.p5), "min": _num(m.min), "max": _num(m.max),
+                 "score": "—" if math.isnan(m.score_mean) else f"{m.score_mean:.0f}", "worst frame": worst}
+        table.add_row(*(cells[c] for c in cols))
+    return table
 
 
 def _num(v: float) -> str:
@@ -248,6 +273,11 @@ def cmd_watch(args) -> int:
         raise
     if http:
         err.print(f"status page: {http.url}", highlight=False, markup=False)
+    if not args.quiet:
+        from monitor.scoring.metrics import SCORE_MEANING
+
+        err.print(f"status lines: latest window mean per metric in its unit, then its ({SCORE_MEANING})",
+                  highlight=False, markup=False)
     watcher.start()
     started = time.monotonic()
     try:

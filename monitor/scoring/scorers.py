@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from models import inference
-from monitor.scoring import signals, signals_cpu
+from monitor.scoring import metrics, signals, signals_cpu
 from monitor.source.frames import Frame
 
 
@@ -143,10 +143,7 @@ class ModelScorer:
         self.fr = info.kind == "FR"
         self.metric = f"{'fr' if self.fr else 'nr'}.{info.name}"
         self.tag = f"{info.name}/{info.variant}@{model.weights_sha256[:12] if model.trained else 'untrained'}"
-        lo, hi = info.native_range
-        self.metrics = {self.metric: signals.MetricInfo(
-            self.metric, info.kind, f"{lo:g}..{hi:g}", info.native_range, info.higher_is_better,
-            f"{info.name} ({info.variant}): {info.protocol}", to_score=model.normalise)}
+        self.metrics = {self.metric: metrics.model_metric(info.name, info.variant, model.normalise)}
         self.models = {self.metric: self.tag}
         self._labels = model.extra_labels
         self._dtype = inference.autocast_dtype(device)

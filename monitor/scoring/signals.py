@@ -25,12 +25,12 @@ class MetricInfo:
     kind: str  # "FR" or "NR"
     unit: str
     range: tuple[float, float]  # native value range (inf where unbounded)
-    higher_is_better: bool
+    higher_is_better: bool | None  # None: neither direction is better (mean luma, SI, TI)
     description: str
     to_score: Callable[[torch.Tensor], torch.Tensor] | None = None  # native → 0–100; None: no meaningful score
 
 
-def _linear(lo: float, hi: float) -> Callable[[torch.Tensor], torch.Tensor]:
+def linear_score(lo: float, hi: float) -> Callable[[torch.Tensor], torch.Tensor]:
     return lambda v: ((v - lo) / (hi - lo) * 100.0).clamp(0.0, 100.0)
 
 
@@ -40,19 +40,19 @@ def _flag(bad: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor
 
 METRICS: dict[str, MetricInfo] = {m.name: m for m in [
     MetricInfo("fr.psnr_y", "FR", "dB", (0.0, PSNR_CAP_DB), True, "PSNR of luma vs reference (peak 255, capped at 100 dB); score: 20 dB→0, 50 dB→100",
-               _linear(20.0, 50.0)),
+               linear_score(20.0, 50.0)),
     MetricInfo("fr.ssim_y", "FR", "", (-1.0, 1.0), True, "SSIM of luma, FFmpeg/x264 definition (8×8 windows, stride 4); score: 0.5→0, 1→100",
-               _linear(0.5, 1.0)),
-    MetricInfo("sig.luma", "NR", "fraction", (0.0, 1.0), True, "mean luma as a fraction of full scale"),
+               linear_score(0.5, 1.0)),
+    MetricInfo("sig.luma", "NR", "fraction", (0.0, 1.0), None, "mean luma as a fraction of full scale"),
     MetricInfo("sig.black", "NR", "fraction", (0.0, 1.0), False, "share of black pixels (blackdetect threshold); score 0 when ≥ 98%",
                _flag(lambda v: v >= BLACK_FRAME_RATIO)),
     MetricInfo("sig.freeze", "NR", "fraction", (0.0, 1.0), True, "mean |Δluma| vs previous sampled frame (MAFD); score 0 when ≤ 0.001",
                _flag(lambda v: v <= FREEZE_MAFD)),
     MetricInfo("sig.blockiness", "NR", "ratio", (0.0, math.inf), False, "mean |Δ| across 8×8 block edges / inside blocks; score: 1→100, 2→0",
-               _linear(2.0, 1.0)),
-    MetricInfo("sig.sharpness", "NR", "8-bit² units", (0.0, math.inf), True, "Laplacian energy of luma (low = blurred)"),
-    MetricInfo("sig.si", "NR", "8-bit units", (0.0, math.inf), True, "ITU-T P.910 spatial information (std of Sobel magnitude)"),
-    MetricInfo("sig.ti", "NR", "8-bit units", (0.0, math.inf), True, "ITU-T P.910 temporal information (std of Δluma vs previous sampled frame)"),
+               linear_score(2.0, 1.0)),
+    MetricInfo("sig.sharpness", "NR", "8-bit²", (0.0, math.inf), True, "Laplacian energy of luma (low = blurred)"),
+    MetricInfo("sig.si", "NR", "8-bit", (0.0, math.inf), None, "ITU-T P.910 spatial information (std of Sobel magnitude)"),
+    MetricInfo("sig.ti", "NR", "8-bit", (0.0, math.inf), None, "ITU-T P.910 temporal information (std of Δluma vs previous sampled frame)"),
 ]}
 
 def to_float_luma(y: torch.Tensor, bit_depth: int) -> torch.Tensor:

@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from monitor.errors import InputError
+from monitor.scoring.metrics import SCORE_MEANING, better, metric_info, unit, with_unit
 from monitor.source.sources import redact
 
 REFRESH_S = 2
@@ -45,9 +46,16 @@ def snapshot(watcher) -> dict:
             "lag_s": _round(st.lag_s()), "behind": st.behind, "sampling": st.sampling,
             "sample_fps": _round(st.sample_fps), "frames_dropped": st.frames_dropped,
             "restarts": st.restarts, "firing": sorted(set(st.firing)),
-            "windows": {m: {"mean": v, "recent": list(history.get(m, ()))} for m, v in sorted(dict(st.last_window).items())},
+            "windows": {m: _window(m, v, dict(st.last_value).get(m), history.get(m, ()))
+                        for m, v in sorted(dict(st.last_window).items())},
         }
     return {"running": watcher.running(), "streams": streams}
+
+
+def _window(metric: str, score: float, value: float | None, recent) -> dict:
+    """A metric's latest window: mean 0–100 score and mean native value side by side, with its unit."""
+    info = metric_info(metric)
+    return {"mean": score, "value": _round(value), "unit": unit(info), "better": better(info), "recent": list(recent)}
 
 
 class _Collector:
@@ -67,8 +75,10 @@ class _Collector:
                                    labels=["stream_id"])
         dropped = CounterMetricFamily("vqmon_stream_frames_dropped", "frames to score dropped because scoring lagged",
                                       labels=["stream_id"])
-        score = GaugeMetricFamily("vqmon_window_score_mean", "latest window mean (0-100 score)",
+        score = GaugeMetricFamily("vqmon_window_score_mean", f"latest window mean of the {SCORE_MEANING}",
                                   labels=["stream_id", "metric"])
+        value = GaugeMetricFamily("vqmon_window_value_mean", "latest window mean of the native value, in `unit`",
+                                  labels=["stream_id", "metric", "unit"])
         firing = GaugeMetricFamily("vqmon_alert_firing", "1 while the alert rule fires", labels=["stream_id", "rule"])
         for sid, s in snap.items():
             up.add_metric([sid], 1.0 if s["state"] == "up" else 0.0)
@@ -80,9 +90,11 @@ class _Collector:
             dropped.add_metric([sid], s["frames_dropped"])
             for m, w in s["windows"].items():
                 score.add_metric([sid, m], w["mean"])
+                if w["value"] is not None:
+                    value.add_metric([sid, m, w["unit"]], w["value"])
             for rule in s["firing"]:
                 firing.add_metric([sid, rule], 1.0)
-        yield from (up, frames, fps, lag, behind, dropped, score, firing)
+        yield from (up, frames, fps, lag, behind, dropped, score, value, firing)
 
 
 class StatusServer:
@@ -137,8 +149,9 @@ class StatusServer:
 def render_html(snap: dict) -> str:
     rows = []
     for sid, s in snap["streams"].items():
-        scores = "".join(f"<div class=metric data-metric='{_e(m)}'><b>{_e(m)}</b> {w['mean']:.1f} {_spark(w['recent'])}</div>"
-                         for m, w in s["windows"].items()) or "—"
+        scores = "".join(f"<div class=metric data-metric='{_e(m)}'><b>{_e(m)}</b> "
+                         f"{_e(with_unit(w['value'], metric_info(m)))} · <span class=score>{w['mean']:.0f}</span> "
+                         f"{_spark(w['recent'])}</div>" for m, w in s["windows"].items()) or "—"
         alerts = "".join(f"<span class=firing>{_e(r)}</span> " for r in s["firing"]) or "—"
         rows.append(f"<tr class=stream data-stream='{_e(sid)}'><td>{_e(sid)}<div class=url>{_e(s['url'])}</div></td>"
                     f"<td class='state {_e(s['state'])}'>{_e(s['state'])}</td><td>{s['frames']}</td>"
@@ -150,8 +163,9 @@ def render_html(snap: dict) -> str:
             ".url,.note{color:#777;font-size:11px}.up{color:#1a7f37}.down,.stopped{color:#c62828}"
             ".firing,.behind{background:#c62828;color:#fff;padding:1px 5px;border-radius:3px}"
             ".metric svg{vertical-align:middle}</style></head><body><h1>vqmon status</h1>"
-            "<table><tr><th>stream</th><th>state</th><th>frames</th><th>fps</th><th>lag · sampling</th><th>latest windows</th>"
-            f"<th>alerts firing</th></tr>{''.join(rows)}</table>"
+            "<table><tr><th>stream</th><th>state</th><th>frames</th><th>fps</th><th>lag · sampling</th>"
+            f"<th>latest windows: mean value · score</th><th>alerts firing</th></tr>{''.join(rows)}</table>"
+            f"<p class=note>{_e(SCORE_MEANING)}</p>"
             "<p>also: <a href='/status.json'>status.json</a> · <a href='/metrics'>metrics</a> · "
             "<a href='/healthz'>healthz</a></p></body></html>")
 
