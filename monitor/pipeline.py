@@ -173,6 +173,7 @@ class StreamPipeline:
         self._vmaf_values: dict[int, float] = {}  # frame index → fr.vmaf, for the summary
         self.scorer_errors, self.last_scorer_error = 0, ""
         self._lost_reported = 0  # frames dropped or corrupt, as last reported to the sinks
+        self.about: dict | None = None  # detail of the `started` event run() emits first (monitor/build.py)
 
     def emit(self, records) -> None:
         """Write records to the sinks (thread-safe); stream events from sources come in here too."""
@@ -183,6 +184,8 @@ class StreamPipeline:
                 self.on_record(r)
 
     def run(self, on_progress=None) -> None:
+        if self.about is not None:
+            self.emit([StreamEvent(self.source.stream_id, "started", detail=self.about)])
         self._decoder.start()
         try:
             batch: list[_Item] = []  # sampled and unsampled frames, in order

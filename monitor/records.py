@@ -94,7 +94,8 @@ class WindowStat:
 
 
 ALERT_STATES = ("pending", "firing", "resolved")
-STREAM_EVENTS = ("up", "down", "reconnect", "decode_error", "alignment_gained", "alignment_lost",
+STREAM_EVENTS = ("started",  # a pipeline started: what it reads and how it scores (monitor/build.py), for reports
+                 "up", "down", "reconnect", "decode_error", "alignment_gained", "alignment_lost",
                  "restart",  # restart: the Ray supervisor restarted a crashed monitor
                  "behind", "caught_up",  # a live stream's lag crossed max_lag (monitor/source/sampling.py KeepUp)
                  "scorer_error")  # a scorer run failed (a libvmaf chunk): its frames lack that metric

@@ -31,6 +31,9 @@ class WindowSpec:
     def hop(self) -> float:
         return self.hop_s or self.size_s
 
+    def describe(self) -> str:
+        return f"{self.size_s:g} s" if self.kind == "tumbling" else f"{self.size_s:g} s every {self.hop:g} s"
+
 
 def window_stats(values: np.ndarray) -> dict[str, float]:
     """count, mean, min, max, std (population), p5/p10/p50 (linear), harmonic mean (0 if any value is 0, NaN if negative)."""

@@ -7,12 +7,14 @@ import subprocess
 import sys
 
 import numpy as np
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
 import browser
 from monitor.samples import Segment, apply_segments, encode, panned_frames
-from monitor.views.report import PAD_L, PAD_R, PAD_T, W, build_report
+from monitor.views.report import PAD_L, PAD_R, PAD_T, W, build_report, nice_ticks
 
 FPS, N = 25, 60
 DROP = (25, 45)  # soft frames 25..44: 1.0–1.8 s
@@ -43,7 +45,7 @@ def test_report_draws_every_plot(scored, tmp_path):
     assert dom.count('class="frames"') == len(charts) and dom.count('class="mean"') == len(charts)
     assert dom.count('class="hist"') == 5  # the metrics with a 0–100 score: psnr, ssim, black, blockiness, freeze
     assert 'data:image/jpeg;base64,' in dom and dom.count('class="worst"') >= 2
-    psnr_row = re.search(r"<tr><td>fr.psnr_y</td>(.*?)</tr>", dom)[1]  # the drop's share of frames below 40
+    psnr_row = re.search(r'<tr data-metric="fr.psnr_y">(.*?)</tr>', dom)[1]  # the drop's share of frames below 40
     assert f"{100 * (DROP[1] - DROP[0]) / N:.1f} %" in psnr_row and "psnr-drop: &lt; 40" in dom
 
     size = (1200, 2400)
@@ -118,3 +120,73 @@ def test_report_of_a_folder_without_records_is_a_one_line_error(tmp_path, capsys
     assert "no such results folder" in capsys.readouterr().err
     assert main(["score", "x.mp4", "--report"]) == 2
     assert "--report needs --out DIR" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """The `make run` pair (soft, frozen and black stretches), scored with `vqmon score --report` (signals only)."""
+    from monitor.samples import make_sample
+
+    d = tmp_path_factory.mktemp("demo")
+    pair = make_sample(str(d), width=320, height=180)
+    out = d / "out"
+    p = subprocess.run([sys.executable, "-m", "monitor.cli", "score", pair["distorted"], "--ref", pair["reference"],
+                        "--out", str(out), "--report", "-q"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    psnr = pq.read_table(out / "frames", partitioning=None).filter(pc.field("metric") == "fr.psnr_y")  # as in the README
+    return pair, out, browser.dump_dom(f"file://{out / 'report.html'}"), psnr.sort_by("frame_index").to_pydict()
+
+
+def test_report_header_says_what_was_scored_and_how(demo):
+    pair, _, dom, _ = demo
+    about = dict(re.findall(r"<tr><th>([^<]+)</th><td>([^<]*)</td></tr>", dom))
+    assert about["source"] == pair["distorted"] and about["reference"] == pair["reference"]
+    assert about["video"] == "h264 yuv420p" and about["resolution"] == "320×180" and about["frame rate"] == "25 fps"
+    assert about["sampling"] == "every frame" and about["windows"] == "2 s" and about["models"] == "signals only"
+    assert "200 frames scored" in about["media time"] and about["vqmon"]
+    assert re.search(r'class="verdict">verdict: <span class="grade"[^>]*>(excellent|good|fair|poor|bad)</span>', dom)
+    assert "1 black stretch (0.48 s)" in dom and "1 freeze stretch" in dom
+
+
+def test_report_shows_psnr_in_db_and_the_worst_frame_by_its_value(demo):
+    """Many frames of the freeze and the black stretch score 0 (below 20 dB): only the dB value finds the worst."""
+    _, _, dom, psnr = demo
+    value, score, index = np.array(psnr["value"]), np.array(psnr["score"]), psnr["frame_index"]
+    worst = index[int(np.argmin(value))]
+    assert (score == 0).sum() > 10 and index[int(np.argmin(score))] != worst
+    assert 'fr.psnr_y <span class="muted">(dB, higher is better)' in dom
+    row = re.search(r'<tr data-metric="fr.psnr_y">(.*?)</tr>', dom)[1]
+    assert "<td>dB</td><td>higher</td>" in row and f"#{worst} @ " in row
+    fig = re.search(r'<figure class="worst" data-frame="(\d+)" data-metric="fr.psnr_y">(.*?)</figure>', dom, re.S)
+    assert int(fig[1]) == worst and f"fr.psnr_y {value.min():.4g} dB" in fig[2]
+    assert fig[2].count("data:image/jpeg;base64,") == 2 and "reference" in fig[2]  # the reference beside it
+    chart = re.search(r'<svg class="chart" data-metric="fr.psnr_y".*?</svg>', dom, re.S)[0]
+    ticks = [float(t) for t in re.findall(r'<text class="ytick"[^>]*>([^<]+)</text>', chart)]
+    assert ticks[0] <= value.min() and ticks[-1] >= value.max() and all(t % 10 == 0 for t in ticks)
+
+
+def test_report_hover_gives_a_frames_value_and_score(demo):
+    _, _, dom, psnr = demo
+    chart = re.search(r'<svg class="chart" data-metric="fr.psnr_y".*?</svg>', dom, re.S)[0]
+    tips = re.findall(r'<rect class="hover"[^>]*><title>frame #(\d+) @ ([\d.]+) s: ([\d.]+) dB · score (\d+)</title>',
+                      chart)
+    assert len(tips) == len(psnr["value"])  # 200 frames: one hover target each
+    index, pts, value, score = tips[150]
+    assert int(index) == psnr["frame_index"][150] == 150 and float(pts) == pytest.approx(psnr["pts_s"][150], abs=1e-3)
+    assert value == f"{psnr['value'][150]:.4g}" and int(score) == round(psnr["score"][150])
+
+
+def test_report_lists_black_and_freeze_stretches_with_a_picture(demo):
+    _, out, dom, _ = demo
+    rows = re.findall(r'<tr class="stretch-row" data-kind="(\w+)"><td>\w+</td><td>([\d.]+) s</td><td>([\d.]+) s</td>'
+                      r"(.*?)</tr>", dom, re.S)
+    assert [(k, a, b) for k, a, b, _ in rows] == [("freeze", "3.960", "5.000"), ("black", "6.000", "6.480")]
+    assert all("data:image/jpeg;base64," in rest for *_, rest in rows)
+    assert (out / "thumbnails" / "distorted" / "frame-00000099.jpg").exists()  # the frame the freeze repeats
+    assert len(re.findall(r'<g class="stretch" data-kind="black"', dom)) == len(re.findall(r'<svg class="chart"', dom))
+
+
+def test_nice_ticks_are_round_steps():
+    assert nice_ticks(0.06275, 0.5598) == [0.0, 0.2, 0.4, 0.6]  # not 0.06275, 0.1829, …
+    assert nice_ticks(6.078, 42.59) == [0, 10, 20, 30, 40, 50]
+    assert nice_ticks(3.0, 3.0) == [2.5, 3.0, 3.5]

@@ -18,14 +18,15 @@ class ThumbnailStore:
     or None when the frame is no longer held (an alert whose worst frame is older than `keep` frames).
     """
 
-    def __init__(self, out_dir: str, stream_id: str, keep: int = KEEP, width: int = 256):
+    def __init__(self, out_dir: str, stream_id: str, keep: int = KEEP, width: int = 256, prefix: str = "frame"):
         self.folder = os.path.join(out_dir, stream_id)
-        self.keep, self.width = keep, width
+        self.keep, self.width, self.prefix = keep, width, prefix  # prefix "ref": reference pictures, by frame index
         self._frames: OrderedDict[int, object] = OrderedDict()
 
-    def add(self, frame: Frame) -> None:
+    def add(self, frame: Frame, index: int | None = None) -> None:
+        """Hold `frame` under its own index, or under `index` (a reference frame: the index of the frame it pairs with)."""
         h = max(2, round(frame.height * self.width / frame.width) // 2 * 2)
-        self._frames[frame.index] = frame.scaled(self.width, h).rgb()
+        self._frames[frame.index if index is None else index] = frame.scaled(self.width, h).rgb()
         while len(self._frames) > self.keep:
             self._frames.popitem(last=False)
 
@@ -34,8 +35,8 @@ class ThumbnailStore:
         if rgb is None:
             return None
         os.makedirs(self.folder, exist_ok=True)
-        path = os.path.join(self.folder, f"frame-{frame_index:08d}.jpg")
-        tmp = os.path.join(self.folder, f".frame-{frame_index:08d}.jpg.tmp")
+        path = os.path.join(self.folder, f"{self.prefix}-{frame_index:08d}.jpg")
+        tmp = os.path.join(self.folder, f".{self.prefix}-{frame_index:08d}.jpg.tmp")
         Image.fromarray(rgb).save(tmp, format="JPEG", quality=85)
         os.replace(tmp, path)  # readers never see a half-written picture
         return path

@@ -68,11 +68,17 @@ class Sampler:
         return min((r for r in (self.configured_rate(stream_fps), self._cap) if r is not None), default=None)
 
     def describe(self) -> str:
-        base = f"≤{self.max_fps:g} fps" if self.max_fps else ("every frame" if self.every == 1 else f"every {self.every}th frame")
+        base = f"≤{self.max_fps:g} fps" if self.max_fps else ("every frame" if self.every == 1 else f"every {ordinal(self.every)} frame")
         cap = self._cap
         if cap is not None and (self.max_fps is None or cap < self.max_fps):
             return f"≤{cap:.3g} fps (lowered from {base})"
         return base
+
+
+def ordinal(n: int) -> str:
+    """2nd, 3rd, 11th, 21st."""
+    suffix = "th" if n % 100 in (11, 12, 13) else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
 
 
 class KeepUp:
