@@ -1,4 +1,4 @@
-"""An RTMP publisher for tests: FFmpeg (imageio-ffmpeg's binary) pushes a clip in real time, like an encoder in the field."""
+"""An RTMP or SRT publisher for tests: FFmpeg (imageio-ffmpeg's binary) pushes a clip in real time, like an encoder in the field."""
 from __future__ import annotations
 
 import signal
@@ -9,26 +9,27 @@ import imageio_ffmpeg
 
 
 class Push:
-    """`ffmpeg -re -i CLIP -c copy -f flv URL`, started on demand and always ended by `stop()` (use as a context manager)."""
+    """`ffmpeg -re -i CLIP -c copy -f FORMAT URL`, started on demand and always ended by `stop()` (use as a context
+    manager). FORMAT: flv for rtmp://, mpegts for srt://."""
 
-    def __init__(self, clip: str, url: str):
-        self.clip, self.url = clip, url
+    def __init__(self, clip: str, url: str, fmt: str = "flv"):
+        self.clip, self.url, self.fmt = clip, url, fmt
         self._proc: subprocess.Popen | None = None
 
     def start(self, attempts: int = 5) -> "Push":
         """Start publishing; retry while the listener is between accept slices (connection refused for a moment)."""
         for _ in range(attempts):
             self._proc = subprocess.Popen(
-                [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-re", "-i", self.clip, "-c", "copy", "-f", "flv", self.url],
+                [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-re", "-i", self.clip, "-c", "copy", "-f", self.fmt, self.url],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
             try:
                 err = self._proc.communicate(timeout=0.3)[1]
             except subprocess.TimeoutExpired:
                 return self  # connected and pushing
-            if self._proc.returncode == 0 or "refused" not in err:
+            if self._proc.returncode == 0 or not ("refused" in err or "Input/output error" in err):  # SRT says EIO
                 raise RuntimeError(f"ffmpeg push exited with {self._proc.returncode}: {err.strip()}")
             time.sleep(0.1)
-        raise RuntimeError(f"no RTMP listener accepted the push after {attempts} attempts")
+        raise RuntimeError(f"no listener accepted the push after {attempts} attempts")
 
     def wait(self, timeout_s: float) -> int:
         """Exit status once the clip has been pushed to its end."""

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import socket
 import subprocess
 import threading
 import time
@@ -182,3 +183,104 @@ def test_hls_over_http(clip, tmp_path):
         server.server_close()
     assert len(frames) == N and (np.diff([f.pts_s for f in frames]) > 0).all()
     assert kinds(events) == ["up", "down"] and frames[0].stream_id.endswith("/index.m3u8?auth=***")
+
+
+def udp_port_taken(port: int) -> bool:
+    """Whether something (an SRT listener) holds the UDP port: binding it ourselves fails then."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+@pytest.fixture(scope="module")
+def long_clip(tmp_path_factory):
+    """10 s: SRT delivers the first frame after probing about a second of the stream, so a stall needs a longer clip."""
+    return encode(str(tmp_path_factory.mktemp("live") / "long.mp4"), panned_frames(320, 180, 10 * FPS), fps=FPS, crf=30)
+
+
+def test_srt_listener_receives_pushes_and_notices_a_stall(clip, long_clip):
+    """`listen` on srt://: FFmpeg relays what an encoder (FFmpeg calling us) pushes; same events as RTMP."""
+    port = free_port()
+    url = f"srt://127.0.0.1:{port}"
+    events = []
+    source = LiveSource(url, listen=True, read_timeout_s=1, on_event=events.append)
+    consumer = Consumer(source)
+    consumer.start()
+    try:
+        wait_for(lambda: udp_port_taken(port), 5, "the SRT listener")
+        with Push(clip, url + "?mode=caller", fmt="mpegts") as push:
+            assert push.wait(timeout_s=15) == 0
+        wait_for(lambda: kinds(events) == ["up", "down"], 5, "the end of the first push")
+        first = len(consumer.frames)
+        assert first >= N - 5  # SRT drops what is still within its 120 ms latency when the caller hangs up
+        assert events[0].detail["codec"] == "h264" and events[0].detail["width"] == 320
+
+        wait_for(lambda: udp_port_taken(port), 5, "the SRT listener, again")
+        with Push(long_clip, url + "?mode=caller", fmt="mpegts") as push:  # a sender that stalls
+            wait_for(lambda: len(consumer.frames) >= first + 10, 10, "frames of the second push")
+            push.pause()
+            wait_for(lambda: kinds(events) == ["up", "down", "up", "down"], 5, "the stall to be noticed")
+        assert events[-1].detail["reason"] == "no data for 1 s"
+        started = time.monotonic()
+        source.stop()  # while listening for a third sender
+        consumer.join(timeout=3)
+        assert not consumer.is_alive() and time.monotonic() - started < 2
+    finally:
+        source.stop()
+        consumer.join(timeout=5)
+    assert consumer.error is None
+    assert [f.index for f in consumer.frames] == list(range(len(consumer.frames)))
+    assert (np.diff([f.pts_s for f in consumer.frames]) > 0).all()
+
+
+def test_srt_caller_pulls_reconnects_and_gives_up(clip):
+    """Caller mode (the default): pull from an SRT listener (FFmpeg serving the clip), then back off and give up."""
+    port = free_port()
+    server = subprocess.Popen([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-re", "-i", clip, "-c", "copy", "-f",
+                               "mpegts", f"srt://127.0.0.1:{port}?mode=listener&passphrase=secretsecret"],
+                              stdin=subprocess.DEVNULL)
+    wait_for(lambda: udp_port_taken(port), 5, "FFmpeg's SRT listener")
+    events = []
+    source = LiveSource(f"srt://127.0.0.1:{port}?passphrase=secretsecret", read_timeout_s=1, open_timeout_s=3,
+                        backoff_initial_s=0.1, max_reconnects=1, on_event=events.append)
+    try:
+        consumer = Consumer(source)
+        consumer.start()
+        consumer.join(timeout=30)
+    finally:
+        server.kill()
+        server.wait()
+    assert not consumer.is_alive() and len(consumer.frames) >= N - 5
+    assert kinds(events)[:3] == ["up", "down", "reconnect"]
+    message = str(consumer.error)
+    assert "gave up after 1 reconnect attempts" in message and "secretsecret" not in message
+    assert all("secretsecret" not in to_json(e) for e in events)
+
+
+def test_vqmon_watch_srt_listen_end_to_end(clip, tmp_path):
+    """`vqmon watch srt://… --listen`: FFmpeg pushes SRT, the records land in Parquet with up/down events."""
+    import sys
+
+    import pyarrow.parquet as pq
+
+    port = free_port()
+    out = tmp_path / "out"
+    watch = subprocess.Popen([sys.executable, "-m", "monitor.cli", "watch", f"srt://127.0.0.1:{port}", "--listen",
+                              "--id", "cam", "--out", str(out), "--duration", "15", "-q"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: udp_port_taken(port), 30, "vqmon's SRT listener")
+        with Push(clip, f"srt://127.0.0.1:{port}?mode=caller", fmt="mpegts") as push:
+            assert push.wait(timeout_s=15) == 0
+        watch.send_signal(2)  # SIGINT: flush and exit 0
+        assert watch.wait(timeout=30) == 0, watch.stderr.read()
+    finally:
+        watch.kill()
+    frames = pq.read_table(out / "frames", partitioning=None)
+    events = pq.read_table(out / "events", partitioning=None).to_pydict()["event"]
+    index = frames["frame_index"].to_pylist()
+    assert max(index) + 1 >= N - 5 and len(set(index)) > N // 2  # a live stream: KeepUp may skip frames of a burst
+    assert events[:3] == ["started", "up", "down"]

@@ -24,6 +24,7 @@ import av
 from monitor.errors import InputError
 from monitor.records import StreamEvent
 from monitor.source.frames import Frame
+from monitor.source.relay import RELAYED, Relay
 
 
 @dataclass
@@ -180,8 +181,9 @@ class LiveSource:
         self.url = str(url)
         self.safe_url = redact(self.url)
         scheme = urlsplit(self.url).scheme.lower() if "://" in self.url else "file"
-        if listen and scheme != "rtmp":
-            raise ValueError(f"{self.safe_url}: listen mode receives RTMP pushes (rtmp://HOST:PORT/APP/KEY)")
+        if listen and scheme not in ("rtmp", *RELAYED):
+            raise ValueError(f"{self.safe_url}: listen mode receives RTMP and SRT pushes (rtmp://HOST:PORT/APP/KEY, "
+                             "srt://HOST:PORT)")
         self._scheme = scheme
         self.is_file = scheme == "file"
         self.stream_id = stream_id or (os.path.splitext(os.path.basename(self.url))[0] if self.is_file else self.safe_url)
@@ -193,11 +195,12 @@ class LiveSource:
         self.options = {} if self.is_file else {"analyzeduration": "1000000"}
         if scheme in ("rtsp", "rtsps"):  # over TCP: loss on the monitor's own link would look like damaged pictures
             self.options["rtsp_transport"] = "tcp"
-        if listen:
+        if listen and scheme == "rtmp":
             self.options.update(listen="1", timeout=str(LISTEN_SLICE_S))
         self.options.update(options or {})
         # PyAV's open timeout covers the whole open: in listen mode the accept slice plus handshake and probing.
         self._timeouts = (open_timeout_s + (LISTEN_SLICE_S if listen else 0), read_timeout_s)
+        self._relay: Relay | None = None  # srt:// and rist:// are read through FFmpeg (monitor/source/relay.py)
         self.stats = SourceStats()
         self.info: StreamInfo | None = None  # of the current (or last) connection
         self._stop = threading.Event()
@@ -226,19 +229,22 @@ class LiveSource:
         attempt = 0  # reconnect attempts in the current outage
         while not self._stop.is_set():
             try:
-                container = av.open(self.url, options=self.options, timeout=self._timeouts, metadata_errors="ignore")
+                container = self._open()
             except av.error.FFmpegError as e:
                 if self.listen and isinstance(e, av.error.TimeoutError):
                     continue  # nobody published during this accept slice: listen again
                 if isinstance(e, av.error.ProtocolNotFoundError):  # retrying cannot help
                     raise InputError(f"{self.safe_url}: this FFmpeg build cannot read {self._scheme}:// URLs") from None
                 delivered, reason = 0, (f"not open within {self.open_timeout_s:g} s" if isinstance(e, av.error.ExitError)
-                                        else _reason(e))
+                                        else self._relay_reason() or _reason(e))
+                self._close_relay()
             else:
                 try:
                     delivered, reason = yield from self._session(container)
+                    reason = self._relay_reason() or reason
                 finally:
                     container.close()
+                    self._close_relay()
             if self._stop.is_set():
                 self._go_down("stopped")
                 return
@@ -257,6 +263,21 @@ class LiveSource:
             self.stats.reconnects += 1
             self._emit("reconnect", attempt=attempt, delay_s=delay, reason=reason)
             self._stop.wait(delay)
+
+    def _open(self):
+        if self._scheme not in RELAYED:
+            return av.open(self.url, options=self.options, timeout=self._timeouts, metadata_errors="ignore")
+        self._relay = Relay(self.url, self.listen, self.open_timeout_s, self.read_timeout_s, self._stop)
+        return av.open(self._relay, format="mpegts", options={"analyzeduration": "1000000"}, metadata_errors="ignore")
+
+    def _relay_reason(self) -> str | None:
+        """Why a relayed connection ended (a stall, FFmpeg's error), which the pipe alone cannot tell PyAV."""
+        return self._relay.reason() if self._relay else None
+
+    def _close_relay(self) -> None:
+        if self._relay:
+            self._relay.close()
+            self._relay = None
 
     def _session(self, container):
         """Frames of one connection; returns (frames delivered, why it ended)."""
