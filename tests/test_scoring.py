@@ -60,8 +60,8 @@ def test_liqe_scene_and_distortion_distributions_reach_the_records(clips):
     assert sum(scene.values()) == pytest.approx(1, abs=1e-3) and len(rows[0].extras["distortion"]) == 11
 
 
-def test_vqmon_models_lists_every_model_and_variant(capsys):
-    assert main(["models"]) == 0
+def test_vqmon_models_cost_lists_every_model_and_variant(capsys):
+    assert main(["models", "--cost"]) == 0
     out = capsys.readouterr().out
     for name in ("nemg", "mfenet", "liqe", "gsn"):
         for variant in ("lite", "paper"):

@@ -1,4 +1,7 @@
-"""The `vqmon` commands: each turns parsed flags into config objects (`monitor.config`), runs them, prints the outcome."""
+"""The `vqmon` commands: each turns parsed flags into config objects (`monitor.config`), runs them, prints the outcome.
+
+Each command imports what it needs (config imports torch), so `vqmon models` and `--help` answer at once.
+"""
 from __future__ import annotations
 
 import math
@@ -9,9 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from monitor import config
 from monitor.errors import InputError
-from monitor.sinks import open_sink
 
 err = Console(stderr=True, soft_wrap=True)
 
@@ -22,9 +23,55 @@ def _console(stderr: bool) -> Console:
     return c if c.is_terminal else Console(stderr=stderr, width=160)
 
 
-def _progress(*extra, **kwargs) -> Progress:
+def _progress(*extra, transient: bool = False, disable: bool = False):
+    """A progress bar on a terminal; elsewhere (a log, CI, a pipe) a plain line every PROGRESS_EVERY_S seconds."""
+    if not err.is_terminal:
+        return ProgressLines(disable)
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    *extra, console=err, **kwargs)
+                    *extra, console=err, transient=transient, disable=disable)
+
+
+PROGRESS_EVERY_S = 10.0
+
+
+class ProgressLines:
+    """The part of rich's Progress the commands use, printing `description: done/total (pct) status` lines."""
+
+    def __init__(self, disable: bool):
+        self.disable = disable
+        self.tasks: dict[int, dict] = {}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for task in self.tasks:
+            self._print(task)
+
+    def add_task(self, description: str, total=None, **fields) -> int:
+        self.tasks[len(self.tasks)] = {"description": description, "total": total, "completed": 0,
+                                       "started": time.monotonic(), "printed": time.monotonic(), **fields}
+        return len(self.tasks) - 1
+
+    def advance(self, task: int, n: float = 1) -> None:
+        self.update(task, advance=n)
+
+    def update(self, task: int, advance: float = 0, **fields) -> None:
+        t = self.tasks[task]
+        t["completed"] = fields.pop("completed", t["completed"]) + advance
+        t.update(fields)
+        if time.monotonic() - t["printed"] >= PROGRESS_EVERY_S:
+            self._print(task)
+
+    def _print(self, task: int) -> None:
+        t = self.tasks[task]
+        t["printed"] = time.monotonic()
+        if self.disable:
+            return
+        done, total = t["completed"], t["total"]
+        line = f"{t['description']}: {done:g}" + (f"/{total:g} ({100 * done / total:.0f} %)" if total else "")
+        line += f" after {time.monotonic() - t['started']:.0f} s"
+        err.print(f"{line} {t.get('status', '')}".rstrip(), highlight=False, markup=False)
 
 
 def _flag(flag: str, parse, value):
@@ -37,6 +84,7 @@ def _flag(flag: str, parse, value):
 
 def _scoring(args, vmaf_chunk_s: float) -> dict:
     """What score, watch and batch compute, from the flags they share: sampling, windows, models, VMAF."""
+    from monitor import config
     for flag, value in (("--vmaf-model", args.vmaf_model), ("--vmaf-threads", args.vmaf_threads)):
         if value is not None and not args.vmaf:
             raise InputError(f"{flag} needs --vmaf")
@@ -47,8 +95,10 @@ def _scoring(args, vmaf_chunk_s: float) -> dict:
 
 
 def cmd_score(args) -> int:
+    from monitor import config
     from monitor.build import score_file, thumbnails_dir
     from monitor.scoring.vmaf import FILE_CHUNK_S
+    from monitor.sinks import open_sink
     from monitor.source.sources import FileSource
 
     if args.report and (not args.out or args.out == "-" or args.format != "parquet"):
@@ -79,6 +129,7 @@ def cmd_score(args) -> int:
 
 
 def cmd_report(args) -> int:
+    from monitor import config
     from monitor.views.report import write_report
 
     rules = config.load_rules(args.alerts) if args.alerts else None
@@ -152,32 +203,44 @@ def _num(v: float) -> str:
 
 
 def cmd_models(args) -> int:
-    from models import registry
+    """The model table (models/table.py), read without building a model; `--cost` builds each to count params and GMACs."""
+    from models.table import MODELS, default_weights
 
+    cost = {}
+    if args.cost:
+        from models import registry
+
+        cost = {(r["name"], r["variant"]): r for r in registry.list()}
     table = Table(show_edge=False, header_style="bold")
-    for col in ("model", "kind", "native range", "better", "params (M)", "GMACs/224", "GMACs/1080p", "trained",
-                "weights licence"):
-        table.add_column(col, justify="right" if col.startswith(("params", "GMACs")) else "left")
-    protocols = []
-    for row in registry.list():
-        label = f"{row['name']}/{row['variant']}"
-        if "error" in row:
-            table.add_row(label, "[red]unavailable[/]", row["error"])
-            continue
-        lo, hi = row["native_range"]
-        table.add_row(label, row["kind"], f"{lo:g}..{hi:g}", "higher" if row["higher_is_better"] else "lower",
-                      f"{row['params_m']:.2f}", f"{row['gmacs_224']:.2f}", f"{row['gmacs_1080p']:.1f}",
-                      "yes" if row["trained"] else "no", row["weights_licence"])
-        protocols.append(f"{label}: {row['protocol']}")
+    cols = ("model", "kind", "native range", "better", "trained") + (("params (M)", "GMACs/224", "GMACs/1080p")
+                                                                     if args.cost else ())
+    for col in cols:
+        table.add_column(col, no_wrap=True, justify="right" if col.startswith(("params", "GMACs")) else "left")
+    notes = []
+    for (name, variant), row in MODELS.items():
+        label = f"{name}/{variant}"
+        lo, hi = row.native_range
+        cells = [label, row.kind, f"{lo:g}..{hi:g}", "higher" if row.higher_is_better else "lower",
+                 "yes" if default_weights(name, variant) else "no"]
+        c = cost.get((name, variant), {})
+        if args.cost:
+            cells += ["[red]unavailable[/]", c["error"], ""] if "error" in c else \
+                [f"{c['params_m']:.2f}", f"{c['gmacs_224']:.2f}", f"{c['gmacs_1080p']:.1f}"]
+        table.add_row(*cells)
+        notes.append(f"[bold]{label}[/]: {row.protocol}\n    weights licence: {row.weights_licence}")
     console = _console(stderr=False)
     console.print(table)
-    console.print("\n[bold]frame protocols[/]")
-    for line in protocols:
+    if not args.cost:
+        console.print("parameters and GMACs: vqmon models --cost (builds every model)",
+                      style="dim", highlight=False)
+    console.print("\n[bold]frame protocols and licences[/]")
+    for line in notes:
         console.print(f"  {line}", highlight=False)
     return 0
 
 
 def cmd_eval(args) -> int:
+    from monitor import config
     from monitor.build import load_model
     from monitor.scoring.scorers import keep_large_tensors_in_heap, pick_device
     from pipelines.train import evaluate
@@ -223,6 +286,7 @@ def cmd_eval(args) -> int:
 
 def watch_config(args) -> config.WatchConfig:
     """The config file, or one stream from the command line (built from the same config objects)."""
+    from monitor import config
     import dataclasses
 
     from monitor.scoring.vmaf import LIVE_CHUNK_S
@@ -306,6 +370,7 @@ def _ray_init(address: str | None) -> None:
 
 def cmd_live(args) -> int:
     """Streams of a watch config as StreamMonitor actors under a Supervisor (pipelines/live.py); reload = run again."""
+    from monitor import config
     if not (args.config or args.stop):
         raise InputError("live: give --config FILE (or --stop)")
     cfg = config.load(args.config) if args.config else None
@@ -361,6 +426,7 @@ def cmd_status(args) -> int:
 
 def cmd_batch(args) -> int:
     """Score a folder or manifest of files on a Ray actor pool (pipelines/batch.py); a rerun resumes."""
+    from monitor import config
     from monitor.scoring.vmaf import FILE_CHUNK_S
     from pipelines.batch import BatchOptions, list_jobs, run_batch
 

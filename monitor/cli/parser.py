@@ -4,7 +4,14 @@ from __future__ import annotations
 import argparse
 import os
 
+from monitor import __version__
 from monitor.cli import commands
+
+SAMPLE_HELP = "which frames to score: all (default), N (every Nth decoded frame) or Xfps (at most X per second)"
+WINDOW_HELP = "window size (default 2s), or size/hop for sliding windows (e.g. 10s/1s), on media time"
+DEVICE_HELP = "cpu, cuda, cuda:N or auto (default: cuda when there is one)"
+MODEL_HELP = ("also score with a quality model (repeatable): e.g. liqe, gsn/lite:ckpt.safetensors, nemg:untrained; "
+              "see `vqmon models`")
 
 
 def _vmaf_flags(p: argparse.ArgumentParser) -> None:
@@ -17,6 +24,7 @@ def _vmaf_flags(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vqmon", description="Video quality monitor")
+    p.add_argument("--version", action="version", version=f"vqmon {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("score", help="score a video file frame by frame and window by window")
@@ -24,15 +32,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--ref", help="reference file for full-reference metrics (paired by pts, scaled to the video's size)")
     s.add_argument("--ref-offset", type=int, default=0, metavar="N",
                    help="reference frame i+N pairs with video frame i (default 0)")
-    s.add_argument("--sample", default="all", help="'all', N (every Nth frame) or Xfps (rate cap); default all")
-    s.add_argument("--window", default="2s", help="window size, or size/hop for sliding windows (e.g. 10s/1s)")
+    s.add_argument("--sample", default="all", help=SAMPLE_HELP)
+    s.add_argument("--window", default="2s", help=WINDOW_HELP)
     s.add_argument("--out", help="output folder for records ('-' = stdout with --format jsonl)")
-    s.add_argument("--format", choices=("parquet", "jsonl"), default="parquet")
-    s.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    s.add_argument("--format", choices=("parquet", "jsonl"), default="parquet",
+                   help="records as Parquet datasets or JSON lines (default parquet)")
+    s.add_argument("--device", default="auto", help=DEVICE_HELP)
     s.add_argument("--batch", type=int, default=8, help="frames per scoring batch (default 8)")
-    s.add_argument("--model", action="append", default=[], metavar="NAME[/VARIANT][:WEIGHTS]",
-                   help="also score with a quality model (repeatable): e.g. liqe, gsn/lite:ckpt.safetensors, "
-                        "nemg:untrained; see `vqmon models`")
+    s.add_argument("--model", action="append", default=[], metavar="NAME[/VARIANT][:WEIGHTS]", help=MODEL_HELP)
     _vmaf_flags(s)
     s.add_argument("--alerts", metavar="FILE", help="YAML/JSON list of alert rules; events go with the records")
     s.add_argument("--report", action="store_true", help="also write OUT/report.html (see `vqmon report`)")
@@ -52,21 +59,22 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--listen", action="store_true", help="listen for a push (RTMP/SRT) instead of pulling")
     w.add_argument("--realtime", action="store_true", help="play a file at its frame rate")
     w.add_argument("--ref", help="reference stream or file, aligned automatically, for FR metrics")
-    w.add_argument("--sample", default="all")
-    w.add_argument("--window", default="2s")
-    w.add_argument("--model", action="append", default=[], metavar="NAME[/VARIANT][:WEIGHTS]")
+    w.add_argument("--sample", default="all", help=SAMPLE_HELP + " (lowered while behind, see --max-lag)")
+    w.add_argument("--window", default="2s", help=WINDOW_HELP)
+    w.add_argument("--model", action="append", default=[], metavar="NAME[/VARIANT][:WEIGHTS]", help=MODEL_HELP)
     _vmaf_flags(w)
     w.add_argument("--alerts", metavar="FILE", help="YAML/JSON list of alert rules")
     w.add_argument("--out", help="Parquet output folder (files roll every 60 s)")
     w.add_argument("--kafka", metavar="HOST:PORT", help="publish records to Kafka")
-    w.add_argument("--topic-prefix", default="vqmon")
-    w.add_argument("--spool", default="vqmon-spool", help="where records wait while Kafka is unreachable")
+    w.add_argument("--topic-prefix", default="vqmon", help="Kafka topics PREFIX.frames, .windows, .alerts, .events "
+                                                          "(default vqmon)")
+    w.add_argument("--spool", default="vqmon-spool", help="where records wait while Kafka is unreachable (default vqmon-spool)")
     w.add_argument("--otel", choices=("console", "otlp"), help="OpenTelemetry metrics exporter")
     w.add_argument("--prometheus", metavar="HOST:PORT", help="serve the metrics at http://HOST:PORT/metrics")
     w.add_argument("--jsonl", metavar="FILE_OR_DASH", help="also write JSON lines (folder, or - for stdout)")
     w.add_argument("--http", metavar="[HOST:]PORT", help="serve a status page, /status.json, /metrics and /healthz "
                                                      "(host 127.0.0.1 unless given)")
-    w.add_argument("--device", default="auto")
+    w.add_argument("--device", default="auto", help=DEVICE_HELP)
     w.add_argument("--max-reconnects", type=int, help="give up after N failed reconnects (default: never)")
     w.add_argument("--max-lag", metavar="DURATION", help="a live stream whose frames wait longer than this to be "
                                                        "scored is behind (default 2s)")
@@ -100,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     for flag, default in (("--sample", "all"), ("--window", "2s"), ("--device", "auto")):
         b.add_argument(flag, default=default, help=f"as for `vqmon score` (default {default})")
     b.add_argument("--batch", type=int, default=8, help="frames per scoring batch (default 8)")
-    b.add_argument("--model", action="append", default=[], metavar="NAME[/VARIANT][:WEIGHTS]")
+    b.add_argument("--model", action="append", default=[], metavar="NAME[/VARIANT][:WEIGHTS]", help=MODEL_HELP)
     _vmaf_flags(b)
     b.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     b.set_defaults(func=commands.cmd_batch)
@@ -122,20 +130,23 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=commands.cmd_eval)
 
     md = sub.add_parser("models", help="list the quality models: kind, range, params, GMACs, weights")
+    md.add_argument("--cost", action="store_true", help="also build every model to count its parameters and "
+                                                         "GMACs (takes seconds per model)")
     md.set_defaults(func=commands.cmd_models)
 
     m = sub.add_parser("sample", help="write a demo reference/distorted clip pair (panned photo, x264)")
-    m.add_argument("out_dir")
-    m.add_argument("--width", type=int, default=640)
-    m.add_argument("--height", type=int, default=360)
-    m.add_argument("--seconds", type=int, default=8)
+    m.add_argument("out_dir", help="folder for reference.mp4 and distorted.mp4")
+    m.add_argument("--width", type=int, default=640, help="frame width (default 640)")
+    m.add_argument("--height", type=int, default=360, help="frame height (default 360)")
+    m.add_argument("--seconds", type=int, default=8, help="clip length at 25 fps (default 8)")
     m.set_defaults(func=commands.cmd_sample)
 
     c = sub.add_parser("corpus", help="build a synthetic distortion corpus with VMAF labels from pristine content")
     c.add_argument("pristine", help="folder of pristine images/videos, in subfolders named by --train/--val")
-    c.add_argument("--out", required=True)
-    c.add_argument("--seed", type=int, default=0)
-    c.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
+    c.add_argument("--out", required=True, help="corpus folder: items, corpus.parquet (a rerun resumes)")
+    c.add_argument("--seed", type=int, default=0, help="draws of distortions and levels (default 0)")
+    c.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
+                   help="encoding/labelling processes (default: 2, or 1 on a 1-core machine)")
     c.add_argument("--train", nargs="+", metavar="SUBFOLDER",
                    help="subfolders to train on (default: bsds500/train bsds500/val urban100 sunhays80)")
     c.add_argument("--val", nargs="+", metavar="SUBFOLDER",
@@ -145,14 +156,15 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a quality model on a corpus (resumes from OUT/checkpoint.pt)")
     t.add_argument("model", help="nemg, mfenet, liqe or gsn, optionally /lite (default) or /paper (wants a GPU)")
     t.add_argument("--data", required=True, help="corpus folder (vqmon corpus)")
-    t.add_argument("--out", required=True)
+    t.add_argument("--out", required=True, help="run folder: checkpoint.pt, NAME-VARIANT.safetensors")
     t.add_argument("--steps", type=int, help="optimizer steps (default: the recipe's)")
     t.add_argument("--minutes", type=float, help="wall-clock budget: fit the step count to it")
-    t.add_argument("--batch", type=int)
-    t.add_argument("--lr", type=float)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--device", default="cpu")
-    t.add_argument("--checkpoint-every", type=int, default=100)
-    t.add_argument("--val-items", type=int, default=120, help="validation items scored for the SRCC shown")
+    t.add_argument("--batch", type=int, help="items per step (default: the recipe's)")
+    t.add_argument("--lr", type=float, help="peak learning rate (default: the recipe's)")
+    t.add_argument("--seed", type=int, default=0, help="initialisation and data order (default 0)")
+    t.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    t.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints (default 100)")
+    t.add_argument("--val-items", type=int, default=120,
+                   help="validation items scored for the SRCC shown (default 120)")
     t.set_defaults(func=commands.cmd_train)
     return p
