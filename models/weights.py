@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -105,6 +106,7 @@ def save(model: nn.Module, path: str | Path, *, name: str, variant: str, trainin
     meta = {"model": name, "variant": variant, "training": json.dumps(training or {}, sort_keys=True),
             "pretrained_prefixes": json.dumps(list(pretrained_prefixes) if omit else [])}
     save_file(tensors, str(path), metadata=meta)
+    os.chmod(path, 0o644)  # safetensors creates files 0600: shipped weights must be readable by every user
     return sha256_file(path)
 
 

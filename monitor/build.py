@@ -9,6 +9,7 @@ automatically, and kept up with (`KeepUp`).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import os
 import time
@@ -21,14 +22,16 @@ from monitor.alerts.thumbnails import KEEP, ThumbnailStore
 from monitor.config import ModelSpec, StreamConfig
 from monitor.errors import InputError
 from monitor.pipeline import StreamPipeline
+from monitor.records import AlertEvent, to_row
 from monitor.scoring import vmaf
 from monitor.scoring.scorers import ModelScorer, SignalScorer, pick_device
 from monitor.sinks import Sinks
 from monitor.source.align import Aligner, ReferencePairer
 from monitor.source.sampling import KeepUp
-from monitor.records import AlertEvent, to_row
 from monitor.source.sources import FileSource, LiveSource, redact
 from monitor.summary import RunSummary, summarise
+
+log = logging.getLogger(__name__)
 
 
 def load_model(spec: ModelSpec, device: torch.device):
@@ -72,6 +75,7 @@ def build(stream: StreamConfig, sinks: Sinks, device: torch.device, *, live: boo
     if models is None:
         models = [load_model(m, device) for m in stream.models]
     scorers = [SignalScorer(device, kernels=signal_kernels)] + [ModelScorer(m, device) for m in models]
+    _warn_unscored_rules(stream, {m for s in scorers for m in s.metrics} | ({vmaf.METRIC.name} if stream.vmaf else set()))
     thumbnails = alerts = None
     if stream.alerts:
         if thumbnails_dir:
@@ -98,6 +102,21 @@ def _about(stream: StreamConfig, source, pipe: StreamPipeline) -> dict:
             "vqmon": __version__,
             **({"codec": info.codec, "pix_fmt": info.pix_fmt, "width": info.width, "height": info.height,
                 "fps": info.fps, "duration_s": info.duration_s} if info else {})}
+
+
+def _warn_unscored_rules(stream: StreamConfig, produced: set[str]) -> None:
+    """A rule on a metric nothing scores can never fire: say so, with what would score it."""
+    from models.table import MODELS
+
+    for rule in stream.alerts:
+        if rule.metric in produced and not (rule.metric.startswith("fr.") and not stream.ref):
+            continue
+        name = rule.metric.partition(".")[2]
+        hint = ("it needs a reference (--ref)" if rule.metric.startswith("fr.") and rule.metric in produced
+                else f"add --model {name}" if any(n == name for n, _ in MODELS)
+                else "add --vmaf" if rule.metric == vmaf.METRIC.name else "no scorer has that metric")
+        log.warning("vqmon: warning: %s: alert rule %r watches %s, which is not scored (%s): it cannot fire",
+                    stream.id, rule.name, rule.metric, hint)
 
 
 def _live(stream: StreamConfig, url: str, stream_id: str, listen: bool, on_event=None) -> LiveSource:

@@ -95,3 +95,19 @@ def test_sampling_says_3rd():
     assert [ordinal(n) for n in (1, 2, 3, 4, 11, 12, 13, 21, 22, 103)] == \
         ["1st", "2nd", "3rd", "4th", "11th", "12th", "13th", "21st", "22nd", "103rd"]
     assert Sampler(every=3).describe() == "every 3rd frame"
+
+
+def test_a_rule_on_a_metric_nothing_scores_is_warned_about(tmp_path):
+    from monitor.samples import encode, panned_frames
+
+    clip = encode(str(tmp_path / "clip.mp4"), panned_frames(160, 96, 10), fps=25, crf=30)
+    (tmp_path / "rules.yaml").write_text("- {name: low-liqe, kind: level, metric: nr.liqe, below: 40}\n"
+                                        "- {name: psnr-low, kind: level, metric: fr.psnr_y, below: 40}\n"
+                                        "- {name: frozen, kind: freeze, for: 2s}\n")
+    p = subprocess.run([sys.executable, "-m", "monitor.cli", "score", clip, "--alerts", str(tmp_path / "rules.yaml"),
+                        "-q"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    warnings = [line for line in p.stderr.splitlines() if "cannot fire" in line]
+    assert len(warnings) == 2, p.stderr
+    assert "'low-liqe' watches nr.liqe" in warnings[0] and "add --model liqe" in warnings[0]
+    assert "'psnr-low' watches fr.psnr_y" in warnings[1] and "--ref" in warnings[1]

@@ -29,7 +29,7 @@ def test_save_and_load_roundtrip(untrained, tmp_path):
         untrained.head[2].bias.fill_(0.25)
     path = tmp_path / "gsn_lite.safetensors"
     digest = save(untrained, path, name="gsn", variant="lite", training={"data": "unit test", "steps": 0})
-    assert digest == sha256_file(path)
+    assert digest == sha256_file(path) and path.stat().st_mode & 0o777 == 0o644  # readable by every user
     assert read_metadata(path)["model"] == "gsn" and '"steps": 0' in read_metadata(path)["training"]
     loaded = registry.create("gsn", weights=str(path))
     assert loaded.trained and loaded.weights_sha256 == digest
