@@ -312,17 +312,20 @@ def parse_vmaf(on, model, threads, chunk_s: float, where: str) -> VmafOptions | 
 
 
 def default_id(url: str, fallback: str = "stream") -> str:
-    """Last path segment without extension (cam1.m3u8 → cam1), else host:port; never credentials."""
+    """Last path segment without extension (cam1.m3u8 → cam1), else host:port; never a secret.
+
+    An RTMP URL's last segment is its stream key, so its id is the application (rtmp://host/live/KEY → live).
+    """
     from urllib.parse import urlsplit
 
-    from monitor.source.sources import redact
+    from monitor.redaction import HIDDEN, redact
 
     safe = redact(url)
     if "://" not in safe:
         return os.path.splitext(os.path.basename(safe))[0] or fallback
     parts = urlsplit(safe)
-    tail = parts.path.rstrip("/").rsplit("/", 1)[-1]
-    return os.path.splitext(tail)[0] if tail else (parts.netloc.rpartition("@")[2] or fallback)
+    segments = [s for s in parts.path.split("/") if s and s != HIDDEN]
+    return os.path.splitext(segments[-1])[0] if segments else (parts.netloc.rpartition("@")[2] or fallback)
 
 
 # ---- sinks -------------------------------------------------------------------------------------

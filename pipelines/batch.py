@@ -20,13 +20,13 @@ import shutil
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from urllib.parse import quote
 
 import pyarrow as pa
 import ray
 
 from monitor.config import ModelSpec, StreamConfig
 from monitor.errors import InputError
+from monitor.paths import component
 from monitor.scoring.vmaf import VmafOptions
 from monitor.source.sampling import Sampler
 from monitor.windows import WindowSpec
@@ -172,7 +172,7 @@ def score_into(job: Job, out: str, opts: BatchOptions, models, device: str) -> d
     from monitor.sinks.parquet import ParquetSink, write_atomic
 
     stage = os.path.join(out, ".staging", uuid.uuid4().hex)
-    part = f"stream_id={quote(job.stream_id, safe='')}"
+    part = f"stream_id={component(job.stream_id)}"
     try:
         s = score_file(opts.stream(job), [ParquetSink(stage)], device=device, batch_size=opts.batch_size,
                        models=models)

@@ -16,7 +16,8 @@ from waiting import wait_for
 from monitor.errors import InputError
 from monitor.records import to_json
 from monitor.samples import encode, panned_frames
-from monitor.source.sources import LiveSource, redact
+from monitor.redaction import redact
+from monitor.source.sources import LiveSource
 from rtmp import Push
 
 FPS, N = 25, 75  # a 3 s clip: long enough to stall a push after its first frames came through
@@ -156,7 +157,7 @@ def test_damaged_stream_reports_decode_errors_and_keeps_going(tmp_path):
 
 
 @pytest.mark.parametrize("url, expected", [
-    ("rtmp://user:pa55@live.example.com:1935/app/stream", "rtmp://***@live.example.com:1935/app/stream"),
+    ("rtmp://user:pa55@live.example.com:1935/app/stream", "rtmp://***@live.example.com:1935/app/***"),
     ("rtsp://admin@10.0.0.5/h264", "rtsp://***@10.0.0.5/h264"),
     ("srt://host:9000?streamid=cam1&passphrase=longsecret", "srt://host:9000?streamid=cam1&passphrase=***"),
     ("https://cdn/x.m3u8?X-Amz-Signature=ab&api_key=k&Auth=z&v=2", "https://cdn/x.m3u8?X-Amz-Signature=***&api_key=***&Auth=***&v=2"),
@@ -181,4 +182,5 @@ def test_hls_over_http(clip, tmp_path):
         server.shutdown()
         server.server_close()
     assert len(frames) == N and (np.diff([f.pts_s for f in frames]) > 0).all()
-    assert kinds(events) == ["up", "down"] and frames[0].stream_id.endswith("/index.m3u8?auth=***")
+    assert kinds(events) == ["up", "down"] and frames[0].stream_id == "index"
+    assert all("abc" not in str(e.detail) for e in events)

@@ -5,24 +5,24 @@ decoder flags corrupt, is counted in `stats` and skipped. Only a file that canno
 all, or has no video stream, is an error (InputError, one line naming the file).
 
 Live streams end, stall and come back: LiveSource turns that into StreamEvents and reconnects.
-URLs carry secrets (user:password, stream keys in the query), so every URL that leaves this
-module (errors, events, default stream ids) goes through `redact` first.
+URLs carry secrets (user:password, tokens in the query, RTMP stream keys), so every URL that
+leaves this module (errors, events, default stream ids) goes through `monitor.redaction.redact` first.
 """
 from __future__ import annotations
 
 import os
-import re
 import threading
 import time
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Callable, Iterator
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import av
 
 from monitor.errors import InputError
 from monitor.records import StreamEvent
+from monitor.redaction import redact
 from monitor.source.frames import Frame
 
 
@@ -118,31 +118,6 @@ class FileSource:
         self.close()
 
 
-_SECRET_PARAM = re.compile(r"key|token|pass|secret|auth|signature|credential", re.IGNORECASE)
-
-
-def redact(url: str) -> str:
-    """`url` fit for logs, errors and records: user:password and secret-looking query values become `***`.
-
-    Plain file paths come back unchanged; a URL too malformed to parse keeps only its scheme.
-    """
-    if "://" not in url:
-        return url
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url.partition("://")[0] + "://***"
-    userinfo, _, host = parts.netloc.rpartition("@")
-    netloc = f"***@{host}" if userinfo else parts.netloc  # "udp://@:1234" has an empty userinfo: nothing to hide
-    query = "&".join(_redact_param(p) for p in parts.query.split("&")) if parts.query else ""
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-
-
-def _redact_param(param: str) -> str:
-    name, eq, _ = param.partition("=")
-    return f"{name}=***" if eq and _SECRET_PARAM.search(name) else param
-
-
 LISTEN_SLICE_S = 1  # an RTMP listener waits this long per accept, so stop() is noticed while nobody publishes
 
 
@@ -184,7 +159,11 @@ class LiveSource:
             raise ValueError(f"{self.safe_url}: listen mode receives RTMP pushes (rtmp://HOST:PORT/APP/KEY)")
         self._scheme = scheme
         self.is_file = scheme == "file"
-        self.stream_id = stream_id or (os.path.splitext(os.path.basename(self.url))[0] if self.is_file else self.safe_url)
+        if not stream_id:
+            from monitor.config import default_id
+
+            stream_id = default_id(self.url)
+        self.stream_id = stream_id
         self.open_timeout_s, self.read_timeout_s = open_timeout_s, read_timeout_s
         self.reconnect = reconnect and not self.is_file
         self.backoff_initial_s, self.backoff_max_s, self.max_reconnects = backoff_initial_s, backoff_max_s, max_reconnects

@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from monitor.errors import InputError
+from monitor.paths import inside
 
 W, H = 900, 190  # chart viewBox; CSS scales it to the column width
 PAD_L, PAD_R, PAD_T, PAD_B = 44, 10, 16, 22
@@ -377,7 +378,7 @@ def write_worst_thumbnails(results: str, video: str, stream_id: str | None = Non
 
 
 def _thumbnails(results: str, stream_id: str) -> dict[int, str]:
-    folder = os.path.join(results, "thumbnails", stream_id)
+    folder = inside(os.path.join(results, "thumbnails"), stream_id)
     if not os.path.isdir(folder):
         return {}
     out = {}

@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from monitor.errors import InputError
-from monitor.source.sources import redact
+from monitor.redaction import redact
 
 REFRESH_S = 2
 SPARK_W, SPARK_H = 120, 24
