@@ -264,7 +264,10 @@ def cmd_watch(args) -> int:
         if http:
             http.close()
     err.print(f"vqmon watch: stopped; {watcher.status_line()}", highlight=False, markup=False)
-    return 0
+    lost = [h for h in watcher.sinks.health() if h.lost]
+    for h in lost:
+        err.print(f"warning: sink {h.name} lost {h.lost} record(s)", highlight=False, markup=False)
+    return 1 if lost else 0
 
 
 def _ray_init(address: str | None) -> None:

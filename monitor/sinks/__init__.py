@@ -243,15 +243,21 @@ class Sinks:
             d.wait(max(0.0, deadline - time.monotonic()))
 
     def close(self, timeout_s: float = 60.0) -> None:
-        """Write what is queued, close every sink; a sink still busy after `timeout_s` is abandoned (and says so)."""
+        """Write what is queued, close every sink; a sink still busy after `timeout_s` is abandoned (and says so).
+
+        Everything is flushed first, so the events of trouble found while flushing still reach the other sinks.
+        """
+        deadline = time.monotonic() + timeout_s
+        self.flush(timeout_s)
         for w in self._workers:
             w.put("close", None)
-        deadline = time.monotonic() + timeout_s
         for w in self._workers:
             w.join(max(0.0, deadline - time.monotonic()))
             if w.is_alive():
                 log.warning("sink %s: still busy after %g s at close; %d queued record(s) not written",
                             w.sink.name, timeout_s, w.queued)
+            elif w.health().lost:
+                log.warning("sink %s: %d record(s) lost", w.sink.name, w.health().lost)
 
     def health(self) -> list[SinkHealth]:
         return [w.health() for w in self._workers]

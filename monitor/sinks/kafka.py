@@ -110,11 +110,12 @@ class KafkaSink(Sink):
         self.spool.close()
 
     def health(self) -> str | None:
+        """The same text for as long as the same trouble lasts (counts are in `lost` and the spool)."""
         if self._spool_error:
             return (f"broker {self.bootstrap} unreachable and spool {self.spool.folder} not writable "
-                    f"({self._spool_error}): {len(self._backlog)} record(s) held in memory, {self.lost} lost")
+                    f"({self._spool_error}): records wait in memory")
         if self._producer is None and self.spool.pending:
-            return f"broker {self.bootstrap} unreachable: {self.spool.pending} record(s) spooled to {self.spool.folder}"
+            return f"broker {self.bootstrap} unreachable: records go to the spool {self.spool.folder}"
         return None
 
     def _ready(self) -> bool:

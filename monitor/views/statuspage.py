@@ -11,6 +11,7 @@ through `redact()`, so credentials never reach the page.
 """
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
 import threading
@@ -47,7 +48,8 @@ def snapshot(watcher) -> dict:
             "restarts": st.restarts, "firing": sorted(set(st.firing)),
             "windows": {m: {"mean": v, "recent": list(history.get(m, ()))} for m, v in sorted(dict(st.last_window).items())},
         }
-    return {"running": watcher.running(), "streams": streams}
+    sinks = [dataclasses.asdict(h) for h in watcher.sinks.health()]
+    return {"running": watcher.running(), "streams": streams, "sinks": sinks}
 
 
 class _Collector:
@@ -57,7 +59,8 @@ class _Collector:
         self.watcher = watcher
 
     def collect(self):
-        snap = snapshot(self.watcher)["streams"]
+        full = snapshot(self.watcher)
+        snap = full["streams"]
         up = GaugeMetricFamily("vqmon_stream_up", "1 while the stream delivers frames", labels=["stream_id"])
         frames = CounterMetricFamily("vqmon_stream_frames", "frames scored", labels=["stream_id"])
         fps = GaugeMetricFamily("vqmon_stream_fps", "frames scored per second since start", labels=["stream_id"])
@@ -82,7 +85,15 @@ class _Collector:
                 score.add_metric([sid, m], w["mean"])
             for rule in s["firing"]:
                 firing.add_metric([sid, rule], 1.0)
-        yield from (up, frames, fps, lag, behind, dropped, score, firing)
+        sink_ok = GaugeMetricFamily("vqmon_sink_ok", "1 while the sink delivers its records", labels=["sink"])
+        sink_lost = CounterMetricFamily("vqmon_sink_records_lost", "records the sink could neither deliver nor keep",
+                                        labels=["sink"])
+        sink_queued = GaugeMetricFamily("vqmon_sink_queued", "records waiting for the sink", labels=["sink"])
+        for h in full["sinks"]:
+            sink_ok.add_metric([h["name"]], 1.0 if h["ok"] else 0.0)
+            sink_lost.add_metric([h["name"]], h["lost"])
+            sink_queued.add_metric([h["name"]], h["queued"])
+        yield from (up, frames, fps, lag, behind, dropped, score, firing, sink_ok, sink_lost, sink_queued)
 
 
 class StatusServer:
@@ -151,9 +162,18 @@ def render_html(snap: dict) -> str:
             ".firing,.behind{background:#c62828;color:#fff;padding:1px 5px;border-radius:3px}"
             ".metric svg{vertical-align:middle}</style></head><body><h1>vqmon status</h1>"
             "<table><tr><th>stream</th><th>state</th><th>frames</th><th>fps</th><th>lag · sampling</th><th>latest windows</th>"
-            f"<th>alerts firing</th></tr>{''.join(rows)}</table>"
+            f"<th>alerts firing</th></tr>{''.join(rows)}</table>{_sinks_html(snap.get('sinks', []))}"
             "<p>also: <a href='/status.json'>status.json</a> · <a href='/metrics'>metrics</a> · "
             "<a href='/healthz'>healthz</a></p></body></html>")
+
+
+def _sinks_html(sinks: list[dict]) -> str:
+    """One line per sink: ok, or what is wrong and how many records it lost."""
+    rows = "".join(f"<tr class=sink data-sink='{_e(h['name'])}'><td>{_e(h['name'])}</td>"
+                   f"<td class='{'up' if h['ok'] else 'down'}'>{'ok' if h['ok'] else _e(h['problem'])}</td>"
+                   f"<td>{h['queued']}</td><td>{h['lost']}</td></tr>" for h in sinks)
+    return f"<h2>sinks</h2><table><tr><th>sink</th><th>state</th><th>queued</th><th>lost</th></tr>{rows}</table>" \
+        if rows else ""
 
 
 def _keepup_cell(s: dict) -> str:
