@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import socket
 import subprocess
 import threading
 import time
@@ -107,6 +108,44 @@ def test_unreachable_stream_backs_off_then_gives_up_without_leaking_secrets(sche
     published = message + source.stream_id + "".join(to_json(e) for e in events)
     for secret in ("alice", "s3cret", "t0ps3cret"):
         assert secret not in published
+
+
+def test_listener_reopens_at_once_after_probes_and_backs_off_only_when_it_cannot_listen(clip):
+    port = free_port()
+    url = f"rtmp://127.0.0.1:{port}/live/x"
+    events = []
+    source = LiveSource(url, listen=True, read_timeout_s=1, on_event=events.append)
+    consumer = Consumer(source)
+    consumer.start()
+    try:
+        for _ in range(6):  # port scans and health checks: connect, send junk or nothing, hang up
+            wait_for(lambda: _accepts(port), 5, "the listener")
+            with socket.create_connection(("127.0.0.1", port), timeout=2) as probe:
+                probe.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        with Push(clip, url):  # refused for more than ~0.5 s would fail the push
+            wait_for(lambda: len(consumer.frames) >= 10, 15, "frames of the push after the probes")
+        assert source.stats.reconnects == 0 and "reconnect" not in kinds(events)
+    finally:
+        source.stop()
+        consumer.join(timeout=5)
+
+    with socket.socket() as taken:  # a port another process holds: that is a real failure, with backoff
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = LiveSource(f"rtmp://127.0.0.1:{taken.getsockname()[1]}/live/x", listen=True, max_reconnects=1,
+                          backoff_initial_s=0.05, on_event=events.append)
+        with pytest.raises(InputError, match="Address already in use"):
+            list(busy)
+        assert busy.stats.reconnects == 1
+
+
+def _accepts(port: int) -> bool:
+    """Whether something listens on the port now (the listener is between accept slices for a moment)."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
 
 
 def test_stop_interrupts_the_backoff_wait():

@@ -10,6 +10,7 @@ leaves this module (errors, events, default stream ids) goes through `monitor.re
 """
 from __future__ import annotations
 
+import errno
 import os
 import threading
 import time
@@ -131,7 +132,9 @@ class LiveSource:
     `backoff_max_s`). `max_reconnects` caps consecutive attempts without a frame (the count
     restarts whenever frames flow); then, or when the first open fails without `reconnect`, the
     iteration ends with an InputError naming the redacted URL. With `listen` (rtmp:// only) the
-    source is the server a publisher pushes to, and listens again as soon as a push ends.
+    source is the server a publisher pushes to, and listens again at once when a push ends or a
+    connection fails before delivering a frame (a port scan, a health probe, a bad publisher):
+    only a port it cannot listen on backs off.
     `realtime` paces frames at their pts (file replays and demos). stop() takes effect between
     frames and during waits at once; an open or read in progress runs on to its timeout.
 
@@ -213,7 +216,9 @@ class LiveSource:
                     raise InputError(f"{self.safe_url}: this FFmpeg build cannot read {self._scheme}:// URLs") from None
                 delivered, reason = 0, (f"not open within {self.open_timeout_s:g} s" if isinstance(e, av.error.ExitError)
                                         else _reason(e))
+                cannot_listen = getattr(e, "errno", None) in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES)
             else:
+                cannot_listen = False
                 try:
                     delivered, reason = yield from self._session(container)
                 finally:
@@ -222,6 +227,8 @@ class LiveSource:
                 self._go_down("stopped")
                 return
             self._go_down(reason)
+            if self.listen and not delivered and not cannot_listen:
+                continue  # the port reopens at once for the real publisher
             if not self.reconnect:
                 if delivered:
                     return
