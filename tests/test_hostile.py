@@ -178,3 +178,56 @@ def test_usage_errors_are_one_line_exit_2(media, tmp_path):
     one_line_error(cli("report", str(tmp_path), "--out", "/proc/x/report.html"), "--out", "no such folder")
     one_line_error(cli("report", str(tmp_path), "--out", str(tmp_path)), "--out", "is a folder")
     one_line_error(cli("score", clip, "--model", "gsn"), "gsn/lite", "full-reference", "--ref")
+
+
+def test_rtmp_stream_key_and_url_tokens_reach_no_output(tmp_path, caplog):
+    """A listener whose URL holds a stream key and a token: nothing written, served or logged contains them."""
+    import json
+    import logging
+    import urllib.request
+
+    from broker import Broker, free_port
+    from monitor import config
+    from monitor.views.statuspage import StatusServer
+    from monitor.watch import Watcher
+    from rtmp import Push
+    from test_watch import kafka_messages
+
+    key, token = "sk-live-8f3a9c", "tok-77e1"
+    clip = encode(str(tmp_path / "clip.mp4"), panned_frames(160, 96, 50), fps=25, crf=30)
+    url = f"rtmp://127.0.0.1:{free_port()}/live/{key}?token={token}"
+    broker = Broker().start()
+    out = tmp_path / "out"
+    cfg = config.parse({"device": "cpu", "streams": [{"url": url, "listen": True, "sample": "10fps", "window": "1s",
+                                                      "alerts": [{"name": "any", "kind": "level", "metric": "sig.luma",
+                                                                  "scale": "value", "above": -1}]}],
+                        "sinks": {"parquet": {"out": str(out), "roll": "1s"}, "jsonl": {"out": str(out / "jsonl")},
+                                  "kafka": {"bootstrap": broker.bootstrap, "spool": str(tmp_path / "spool")}}})
+    caplog.set_level(logging.DEBUG)
+    watcher = Watcher(cfg)
+    page = StatusServer(watcher, "0")
+    try:
+        watcher.start()
+        with Push(clip, url) as push:
+            push.wait(timeout_s=30)
+        served = ""
+        for path in ("", "status.json", "metrics"):
+            served += urllib.request.urlopen(page.url + path, timeout=5).read().decode()
+    finally:
+        watcher.stop()
+        watcher.join(timeout=30)
+        watcher.close()
+        page.close()
+    try:
+        messages = [m.key + m.value for topic in ("vqmon.frames", "vqmon.events")
+                    for m in kafka_messages(broker.bootstrap, topic)]
+    finally:
+        broker.stop()
+    assert messages and read(str(out), "frames").num_rows > 0
+    paths = [os.path.join(d, n) for d, _, names in os.walk(tmp_path) for n in names if d != str(tmp_path)]
+    assert any(p.endswith(".jpg") for p in paths)  # thumbnails were written, in folders named by the stream id
+    everything = [served, caplog.text, watcher.status_line(), *paths, *(m.decode() for m in messages)]
+    everything += [open(p, "rb").read().decode("latin-1") for p in paths if not p.endswith((".jpg", ".parquet"))]
+    everything += [json.dumps(read(str(out), kind).to_pylist(), default=str) for kind in ("frames", "events", "alerts")]
+    for secret in (key, token):
+        assert not [text[:200] for text in everything if secret in text]
