@@ -102,8 +102,7 @@ STREAM_EVENTS = ("up", "down", "reconnect", "decode_error", "alignment_gained", 
                  "restart",  # restart: the Ray supervisor restarted a crashed monitor
                  "behind", "caught_up",  # a live stream's lag crossed max_lag (monitor/source/sampling.py KeepUp)
                  "scorer_error",  # a scorer run failed (a libvmaf chunk): its frames lack that metric
-                 "sink_error", "sink_ok",  # a sink failed (detail: sink, error, lost) or works again (down_s, lost)
-                 "timestamps")  # frames whose pts did not advance were re-timed (detail: count, total)
+                 "sink_error", "sink_ok")  # a sink failed (detail: sink, error, lost) or works again (down_s, lost)
 
 
 @dataclass(slots=True)
