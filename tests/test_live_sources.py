@@ -49,6 +49,15 @@ class QuietFiles(SimpleHTTPRequestHandler):
         pass
 
 
+def listening(url: str) -> tuple[LiveSource, Consumer, list]:
+    """A LiveSource listening at `url`, consumed on a thread: the source, the consumer and the events it emits."""
+    events = []
+    source = LiveSource(url, listen=True, read_timeout_s=1, on_event=events.append)
+    consumer = Consumer(source)
+    consumer.start()
+    return source, consumer, events
+
+
 def kinds(events) -> list[str]:
     return [e.event for e in events]
 
@@ -56,10 +65,7 @@ def kinds(events) -> list[str]:
 @pytest.mark.slow
 def test_listen_receives_pushes_across_outages_and_stops_promptly(clip):
     url = f"rtmp://127.0.0.1:{free_port()}/live/x"
-    events = []
-    source = LiveSource(url, listen=True, read_timeout_s=1, on_event=events.append)
-    consumer = Consumer(source)
-    consumer.start()
+    source, consumer, events = listening(url)
     try:
         with Push(clip, url) as push:  # a whole clip, ended by the publisher (EIO on our side)
             assert push.wait(timeout_s=15) == 0
@@ -113,10 +119,7 @@ def test_unreachable_stream_backs_off_then_gives_up_without_leaking_secrets(sche
 def test_listener_reopens_at_once_after_probes_and_backs_off_only_when_it_cannot_listen(clip):
     port = free_port()
     url = f"rtmp://127.0.0.1:{port}/live/x"
-    events = []
-    source = LiveSource(url, listen=True, read_timeout_s=1, on_event=events.append)
-    consumer = Consumer(source)
-    consumer.start()
+    source, consumer, events = listening(url)
     try:
         for _ in range(6):  # port scans and health checks: connect, send junk or nothing, hang up
             wait_for(lambda: _accepts(port), 5, "the listener")
