@@ -121,10 +121,8 @@ def test_listener_reopens_at_once_after_probes_and_backs_off_only_when_it_cannot
     url = f"rtmp://127.0.0.1:{port}/live/x"
     source, consumer, events = listening(url)
     try:
-        for _ in range(6):  # port scans and health checks: connect, send junk or nothing, hang up
-            wait_for(lambda: _accepts(port), 5, "the listener")
-            with socket.create_connection(("127.0.0.1", port), timeout=2) as probe:
-                probe.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        for _ in range(6):  # port scans and health checks: connect, send junk, hang up
+            wait_for(lambda: _probe(port), 5, "the listener")
         with Push(clip, url):  # refused for more than ~0.5 s would fail the push
             wait_for(lambda: len(consumer.frames) >= 10, 15, "frames of the push after the probes")
         assert source.stats.reconnects == 0 and "reconnect" not in kinds(events)
@@ -142,10 +140,11 @@ def test_listener_reopens_at_once_after_probes_and_backs_off_only_when_it_cannot
         assert busy.stats.reconnects == 1
 
 
-def _accepts(port: int) -> bool:
-    """Whether something listens on the port now (the listener is between accept slices for a moment)."""
+def _probe(port: int) -> bool:
+    """Connect, send junk and hang up; False while nothing listens (the listener is between accepts for a moment)."""
     try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as probe:
+            probe.sendall(b"GET / HTTP/1.0\r\n\r\n")
         return True
     except OSError:
         return False
