@@ -68,8 +68,9 @@ def build(stream: StreamConfig, sinks: Sinks, device: torch.device, *, live: boo
         keepup = KeepUp(dataclasses.replace(stream.sample), stream.max_lag, stream.adaptive) \
             if not source.is_file or stream.realtime else None
     else:
-        source = FileSource(stream.url, stream_id=stream.id)
-        ref = FileSource(stream.ref, scale_to=(source.info.width, source.info.height)) if stream.ref else None
+        source = FileSource(stream.url, stream_id=stream.id, max_pixels=stream.max_pixels)
+        ref = FileSource(stream.ref, scale_to=(source.info.width, source.info.height),
+                         max_pixels=stream.max_pixels) if stream.ref else None
         pairer = ReferencePairer(ref, stream.ref_offset) if ref else None
         keepup = None
     if models is None:
@@ -123,13 +124,16 @@ def _live(stream: StreamConfig, url: str, stream_id: str, listen: bool, on_event
     options = {"rtsp_transport": stream.rtsp_transport} if stream.rtsp_transport else None
     return LiveSource(url, stream_id=stream_id, open_timeout_s=stream.open_timeout, read_timeout_s=stream.read_timeout,
                       listen=listen, realtime=stream.realtime, max_reconnects=stream.max_reconnects,
-                      on_event=on_event, options=options)
+                      on_event=on_event, options=options, max_pixels=stream.max_pixels)
 
 
 def score_file(stream: StreamConfig, sinks=(), *, device: str | torch.device = "auto", batch_size: int = 8,
                models=None, thumbnails_dir: str | None = None, on_progress=None,
                signal_kernels: str = "auto") -> RunSummary:
-    """Score one file (`stream.url`, against `stream.ref` if set), write the records to `sinks` and close them."""
+    """Score one file (`stream.url`, against `stream.ref` if set), write the records to `sinks` and close them.
+
+    A file without a single decodable frame is an InputError: an empty table would read as "no problem".
+    """
     dev = device if isinstance(device, torch.device) else pick_device(device)
     out = Sinks(sinks)
     alert_events: list[dict] = []  # for the summary's alerts
@@ -146,7 +150,11 @@ def score_file(stream: StreamConfig, sinks=(), *, device: str | torch.device = "
         pipe.close()
     summary.elapsed_s = time.perf_counter() - started
     summary.frames_seen = pipe.frames_seen
+    if not pipe.frames_seen:
+        raise InputError(f"{stream.url}: no decodable video frame"
+                         + (f" ({source.stats.last_error})" if source.stats.last_error else ""))
     summary.decode_errors, summary.last_error = source.stats.decode_errors, source.stats.last_error
+    summary.corrupt_frames, summary.retimed = source.stats.corrupt_frames, source.stats.retimed
     summary.scorer_errors, summary.last_scorer_error = pipe.scorer_errors, pipe.last_scorer_error
     if pairer:
         summary.ref_paired, summary.ref_unpaired, summary.ref_ended_at = pairer.paired, pairer.unpaired, pairer.ref_ended_at

@@ -49,6 +49,7 @@ from monitor.errors import InputError
 from monitor.records import RECORD_TYPES
 from monitor.scoring.vmaf import BUILT_IN, LIVE_CHUNK_S, VmafOptions
 from monitor.source.sampling import Sampler
+from monitor.source.sources import MAX_PIXELS
 from monitor.windows import WindowSpec
 
 
@@ -276,12 +277,21 @@ class StreamConfig:
     max_lag: Seconds = 2.0  # from receiving a frame to scoring it, beyond which the stream is `behind`
     adaptive: bool = True  # lower the sampling while behind (live streams and realtime replays)
     vmaf: VmafOptions | None = None  # fr.vmaf (monitor/scoring/vmaf.py) on frames paired with `ref`
+    max_pixels: int = MAX_PIXELS  # frames larger than this (width × height) are refused: memory
 
     def __post_init__(self):
         if not self.id:
             object.__setattr__(self, "id", default_id(self.url))
         if self.vmaf and not self.ref:
             raise InputError("'vmaf' needs a 'ref' (VMAF compares with a reference)")
+        if not self.ref:
+            from models.table import MODELS
+
+            full_reference = [str(m) for m in self.models if getattr(MODELS.get((m.name, m.variant)), "kind", "") == "FR"]
+            if full_reference:
+                raise InputError(f"model {full_reference[0]} is full-reference: it needs a reference (--ref / 'ref')")
+        if self.max_pixels < 1:
+            raise InputError(f"'max_pixels' must be at least 1, got {self.max_pixels}")
 
 
 STREAM_KEYS = {f.name for f in fields(StreamConfig)} | {"vmaf_model", "vmaf_threads"}
@@ -312,17 +322,20 @@ def parse_vmaf(on, model, threads, chunk_s: float, where: str) -> VmafOptions | 
 
 
 def default_id(url: str, fallback: str = "stream") -> str:
-    """Last path segment without extension (cam1.m3u8 → cam1), else host:port; never credentials."""
+    """Last path segment without extension (cam1.m3u8 → cam1), else host:port; never a secret.
+
+    An RTMP URL's last segment is its stream key, so its id is the application (rtmp://host/live/KEY → live).
+    """
     from urllib.parse import urlsplit
 
-    from monitor.source.sources import redact
+    from monitor.redaction import HIDDEN, redact
 
     safe = redact(url)
     if "://" not in safe:
         return os.path.splitext(os.path.basename(safe))[0] or fallback
     parts = urlsplit(safe)
-    tail = parts.path.rstrip("/").rsplit("/", 1)[-1]
-    return os.path.splitext(tail)[0] if tail else (parts.netloc.rpartition("@")[2] or fallback)
+    segments = [s for s in parts.path.split("/") if s and s != HIDDEN]
+    return os.path.splitext(segments[-1])[0] if segments else (parts.netloc.rpartition("@")[2] or fallback)
 
 
 # ---- sinks -------------------------------------------------------------------------------------

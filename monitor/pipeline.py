@@ -285,7 +285,7 @@ class StreamPipeline:
         records, closed = [], []
         k = 0
         for item in batch:
-            closed += self.windows.observe(item.frame.stream_id, item.t)
+            closed += self.windows.observe(item.frame.stream_id, item.t, item.frame.corrupt)
             if not item.sampled:
                 continue
             f = item.frame
@@ -305,7 +305,7 @@ class StreamPipeline:
                 if item.alignment and infos[m].kind == "FR":
                     extra = {**extra, **item.alignment}
                 rec = FrameScore(f.stream_id, f.index, f.pts_s, f.ingest_ts, f.width, f.height, m, val, sc,
-                                 tags.get(m), extra)
+                                 tags.get(m), extra, f.corrupt)
                 records.append(rec)
                 self.windows.add(f.stream_id, m, "value", item.t, val)
                 if sc is not None:

@@ -32,6 +32,7 @@ class FrameScore:
     score: float | None = None
     model: str | None = None  # "name/variant@sha256[:12]" or "name/variant@untrained"; None for signals
     extras: dict = field(default_factory=dict)
+    corrupt: bool = False  # the decoder flagged the frame corrupt (concealed damage): scored as the viewer sees it
     schema_version: int = SCHEMA_VERSION
 
     kind_name: ClassVar[str] = "frames"
@@ -40,6 +41,7 @@ class FrameScore:
         ("pts_s", pa.float64()), ("ingest_ts", _TS), ("width", pa.int32()), ("height", pa.int32()),
         ("metric", pa.string()), ("value", pa.float64()), ("score", pa.float64()), ("model", pa.string()),
         ("extras", pa.string()),  # JSON object
+        ("corrupt", pa.bool_()),  # added later: null in files written before it
     ])
 
     @property
@@ -69,6 +71,7 @@ class WindowStat:
     p50: float
     harmonic_mean: float
     emitted_ts: datetime
+    corrupt: int = 0  # frames seen in the window that the decoder flagged corrupt
     schema_version: int = SCHEMA_VERSION
 
     kind_name: ClassVar[str] = "windows"
@@ -79,6 +82,7 @@ class WindowStat:
         ("mean", pa.float64()), ("min", pa.float64()), ("max", pa.float64()), ("std", pa.float64()),
         ("p5", pa.float64()), ("p10", pa.float64()), ("p50", pa.float64()), ("harmonic_mean", pa.float64()),
         ("emitted_ts", _TS),
+        ("corrupt", pa.int64()),  # added later: null in files written before it
     ])
 
     @property
@@ -87,10 +91,10 @@ class WindowStat:
 
     @classmethod
     def build(cls, stream_id: str, metric: str, scale: str, start: float, end: float, kind: str,
-              seen: int, stats: dict[str, float]) -> "WindowStat":
+              seen: int, stats: dict[str, float], corrupt: int = 0) -> "WindowStat":
         return cls(stream_id=stream_id, metric=metric, scale=scale, window_start_s=start, window_end_s=end,
                    kind=kind, seen=seen, coverage=stats["count"] / seen if seen else math.nan,
-                   emitted_ts=utcnow(), **stats)
+                   emitted_ts=utcnow(), corrupt=corrupt, **stats)
 
 
 ALERT_STATES = ("pending", "firing", "resolved")
@@ -98,7 +102,8 @@ STREAM_EVENTS = ("started",  # a pipeline started: what it reads and how it scor
                  "up", "down", "reconnect", "decode_error", "alignment_gained", "alignment_lost",
                  "restart",  # restart: the Ray supervisor restarted a crashed monitor
                  "behind", "caught_up",  # a live stream's lag crossed max_lag (monitor/source/sampling.py KeepUp)
-                 "scorer_error")  # a scorer run failed (a libvmaf chunk): its frames lack that metric
+                 "scorer_error",  # a scorer run failed (a libvmaf chunk): its frames lack that metric
+                 "sink_error", "sink_ok")  # a sink failed (detail: sink, error, lost) or works again (down_s, lost)
 
 
 @dataclass(slots=True)

@@ -53,8 +53,10 @@ class RunSummary:
     sampling: str
     frames_seen: int = 0
     frames_scored: int = 0
-    decode_errors: int = 0
+    decode_errors: int = 0  # packets lost to damage, and truncation
     last_error: str = ""
+    corrupt_frames: int = 0  # frames the decoder flagged corrupt (scored, flagged in their records)
+    retimed: int = 0  # frames whose timestamps went backwards or repeated, moved forward
     scorer_errors: int = 0  # VMAF chunks that failed (their frames have no fr.vmaf)
     last_scorer_error: str = ""
     reference: str | None = None
@@ -69,6 +71,11 @@ class RunSummary:
     @property
     def fps(self) -> float:
         return self.frames_seen / self.elapsed_s if self.elapsed_s else math.nan
+
+    @property
+    def damaged(self) -> bool:
+        """The input was damaged: `vqmon score` warns and exits 1."""
+        return bool(self.decode_errors or self.corrupt_frames or self.retimed)
 
 
 def summarise(summary: RunSummary, scorers, collected: dict, fps: float) -> None:

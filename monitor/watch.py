@@ -146,6 +146,8 @@ class Watcher:
                               for m, v in sorted(st.last_window.items()) if m.startswith(("nr.", "fr.")))
             alerts = f" ALERTS: {','.join(sorted(st.firing))}" if st.firing else ""
             parts.append(f"{sid}: {st.state} {st.frames} fr {st.fps():.1f} fps{_keeping_up(st)} {scores}{alerts}".rstrip())
+        parts += [f"sink {h.name}: {h.problem}" + (f" ({h.lost} lost)" if h.lost else "")
+                  for h in self.sinks.health() if not h.ok]
         return " | ".join(parts)
 
 

@@ -3,7 +3,8 @@
 Tumbling windows are [k·size, (k+1)·size); sliding windows are [k·hop, k·hop + size). A window
 closes, and its statistics are emitted, as soon as a frame at or past its end is seen, so the
 aggregator holds only the samples of open windows. `coverage` is scored frames over frames
-seen in the window: it drops when sampling, a missing reference or decode errors leave gaps.
+seen in the window: it drops when sampling, a missing reference or decode errors leave gaps;
+`corrupt` counts the frames seen in the window that the decoder flagged corrupt.
 A late frame (media time before the oldest open window, e.g. a source whose clock jumped
 back) cannot change windows already emitted: it is counted in `late` and left out.
 """
@@ -62,16 +63,19 @@ class WindowAggregator:
         self.spec = spec
         self._samples: dict[tuple[str, str, str], deque[tuple[float, float]]] = defaultdict(deque)
         self._seen: dict[str, deque[float]] = defaultdict(deque)  # pts of every frame seen, per stream
+        self._corrupt: dict[str, deque[float]] = defaultdict(deque)  # pts of the corrupt ones
         self._next_start: dict[str, float] = {}  # start of the oldest window not yet emitted, per stream
         self.late: dict[str, int] = defaultdict(int)  # frames that arrived after their windows were emitted
 
-    def observe(self, stream_id: str, pts_s: float) -> list[WindowStat]:
+    def observe(self, stream_id: str, pts_s: float, corrupt: bool = False) -> list[WindowStat]:
         """Record that a frame at `pts_s` was seen (scored or not); returns windows it closes."""
         if pts_s < self._next_start.get(stream_id, -math.inf):
             self.late[stream_id] += 1
             return []
         closed = self._close(stream_id, before=pts_s)
         self._seen[stream_id].append(pts_s)
+        if corrupt:
+            self._corrupt[stream_id].append(pts_s)
         if stream_id not in self._next_start:
             self._next_start[stream_id] = math.floor(pts_s / self.spec.hop) * self.spec.hop
         return closed
@@ -103,14 +107,17 @@ class WindowAggregator:
                 start = max(start + hop, (math.floor((seen[0] - size) / hop) + 1) * hop)
                 continue
             n_seen = sum(1 for t in seen if start <= t < end)
+            corrupt = self._corrupt[stream_id]
+            n_corrupt = sum(1 for t in corrupt if start <= t < end)
             for key in keys:
                 vals = [v for t, v in self._samples[key] if start <= t < end]
                 if vals:
                     out.append(WindowStat.build(stream_id, key[1], key[2], start, end, self.spec.kind,
-                                                n_seen, window_stats(np.array(vals))))
+                                                n_seen, window_stats(np.array(vals)), n_corrupt))
             start += hop
-            while seen and seen[0] < start:
-                seen.popleft()
+            for q in (seen, corrupt):
+                while q and q[0] < start:
+                    q.popleft()
             for key in keys:
                 q = self._samples[key]
                 while q and q[0][0] < start:

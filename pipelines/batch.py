@@ -9,7 +9,8 @@ swapped into OUT (an existing folder, left by an interrupted earlier try, is rem
 only then does the driver append the file to `OUT/_ledger.jsonl` with its fingerprint (size and
 mtime). A rerun skips files in the ledger with an unchanged fingerprint; a file interrupted
 mid-way is simply scored again and its folders replaced, so no row is ever duplicated.
-Failed files are recorded too (with their error) and skipped on rerun unless `retry_failed`.
+Failed files are recorded too (with their error) and skipped on rerun unless `retry_failed`; a
+skipped failure is still a failure of the job (`BatchResult.failed_before`) until a run scores it.
 """
 from __future__ import annotations
 
@@ -20,15 +21,16 @@ import shutil
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from urllib.parse import quote
 
 import pyarrow as pa
 import ray
 
 from monitor.config import ModelSpec, StreamConfig
 from monitor.errors import InputError
+from monitor.paths import component
 from monitor.scoring.vmaf import VmafOptions
 from monitor.source.sampling import Sampler
+from monitor.source.sources import MAX_PIXELS
 from monitor.windows import WindowSpec
 
 VIDEO_EXTS = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".ts", ".m2ts", ".mts", ".avi", ".flv", ".mxf", ".y4m",
@@ -66,11 +68,13 @@ class BatchOptions:
     batch_size: int = 8
     ref_offset: int = 0
     vmaf: VmafOptions | None = None  # fr.vmaf for files with a reference
+    max_pixels: int = MAX_PIXELS  # larger frames: the file fails with a clear error
 
     def stream(self, job: Job) -> StreamConfig:
         """The StreamConfig of one file."""
         return StreamConfig(job.path, id=job.stream_id, ref=job.ref, ref_offset=self.ref_offset, sample=self.sample,
-                            window=self.window, models=self.models, vmaf=self.vmaf if job.ref else None)
+                            window=self.window, models=self.models, vmaf=self.vmaf if job.ref else None,
+                            max_pixels=self.max_pixels)
 
 
 @dataclass
@@ -78,6 +82,7 @@ class BatchResult:
     scored: list[dict] = field(default_factory=list)  # ledger entries of files finished in this run
     failed: list[dict] = field(default_factory=list)  # ledger entries with "error"
     skipped: int = 0  # already in the ledger
+    failed_before: list[dict] = field(default_factory=list)  # ledger entries of earlier failures, not retried
 
 
 # -- what to score ------------------------------------------------------------------------------
@@ -172,7 +177,7 @@ def score_into(job: Job, out: str, opts: BatchOptions, models, device: str) -> d
     from monitor.sinks.parquet import ParquetSink, write_atomic
 
     stage = os.path.join(out, ".staging", uuid.uuid4().hex)
-    part = f"stream_id={quote(job.stream_id, safe='')}"
+    part = f"stream_id={component(job.stream_id)}"
     try:
         s = score_file(opts.stream(job), [ParquetSink(stage)], device=device, batch_size=opts.batch_size,
                        models=models)
@@ -236,7 +241,9 @@ def run_batch(source: str, out: str, opts: BatchOptions = BatchOptions(), ref_ru
     shutil.rmtree(os.path.join(out, ".staging"), ignore_errors=True)  # left by an interrupted run
     ledger = Ledger(out)
     todo = [j for j in jobs if not ledger.finished(j, retry_failed)]
-    result = BatchResult(skipped=len(jobs) - len(todo))
+    result = BatchResult(skipped=len(jobs) - len(todo),
+                         failed_before=[ledger.entries[j.path] for j in jobs
+                                        if j not in todo and "error" in ledger.entries[j.path]])
     if on_start:
         on_start(len(todo))
     gpus = ray.cluster_resources().get("GPU", 0)

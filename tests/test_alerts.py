@@ -2,6 +2,7 @@
 flapping, EWMA drop and CUSUM detection, freeze/black segments, rule validation, record round trips, webhook retries."""
 from __future__ import annotations
 
+import base64
 import json
 import socket
 import threading
@@ -253,12 +254,14 @@ def test_records_round_trip_through_json_and_parquet(tmp_path):
 
 @pytest.fixture
 def webhook_server():
-    """An HTTP endpoint on a free loopback port that answers with the next status of `replies` (then 200)."""
-    received, replies = [], []
+    """An HTTP endpoint on a free loopback port that answers with the next status of `replies` (then 200); it keeps
+    the bodies and the Authorization headers it received."""
+    received, replies, authorizations = [], [], []
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self):
             received.append((self.headers["Content-Type"], self.rfile.read(int(self.headers["Content-Length"]))))
+            authorizations.append(self.headers["Authorization"])
             self.send_response(replies.pop(0) if replies else 200)
             self.send_header("Content-Length", "0")
             self.end_headers()
@@ -269,7 +272,7 @@ def webhook_server():
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/hook", received, replies
+    yield f"http://127.0.0.1:{server.server_address[1]}/hook", received, replies, authorizations
     server.shutdown()
     server.server_close()
     thread.join(timeout=5)
@@ -281,7 +284,7 @@ def alert(state="firing"):
 
 
 def test_webhook_retries_after_a_failed_attempt(webhook_server):
-    url, received, replies = webhook_server
+    url, received, replies, _ = webhook_server
     replies.append(503)
     event = alert()
     assert WebhookSink(url, retries=3, backoff_s=0.01).post(event)
@@ -289,7 +292,7 @@ def test_webhook_retries_after_a_failed_attempt(webhook_server):
 
 
 def test_webhook_gives_up_on_client_errors_and_dead_endpoints(webhook_server, caplog):
-    url, received, replies = webhook_server
+    url, received, replies, _ = webhook_server
     replies += [400, 400]
     assert not WebhookSink(url, retries=3, backoff_s=0.01).post(alert())
     assert len(received) == 1  # a client error is not retried
@@ -303,3 +306,15 @@ def test_webhook_gives_up_on_client_errors_and_dead_endpoints(webhook_server, ca
     dead = WebhookSink(f"http://127.0.0.1:{port}/hook", retries=2, backoff_s=0.01, timeout_s=1)
     assert not dead.post(alert())
     assert "not delivered after 3 attempt(s)" in caplog.text
+
+
+def test_webhook_with_credentials_in_its_url_sends_basic_auth_and_never_logs_them(webhook_server, caplog):
+    url, received, replies, authorizations = webhook_server
+    secret = url.replace("http://", "http://ops:s%3Acret@")
+    hook = WebhookSink(secret, retries=0)
+    assert hook.post(alert()) and len(received) == 1
+    assert authorizations == ["Basic " + base64.b64encode(b"ops:s:cret").decode()]
+    replies.append(500)
+    assert not hook.post(alert())
+    assert "s%3Acret" not in caplog.text and "s:cret" not in caplog.text and "***@127.0.0.1" in caplog.text
+    assert "cret" not in (hook.health() or "") and hook.lost == 1

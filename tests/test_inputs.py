@@ -64,7 +64,7 @@ def test_truncated_mp4_scores_what_decodes_and_counts_errors(tmp_path):
     assert 0 < s.frames_scored < N
     assert s.decode_errors >= 1 and "truncated" in s.last_error
     p = cli("score", str(cut), "-q")
-    assert p.returncode == 0 and "decode error" in p.stderr and "cut.mp4" in p.stderr
+    assert p.returncode == 1 and "decode error" in p.stderr and "cut.mp4" in p.stderr  # damaged: warned, exit 1
 
 
 def test_truncated_mp4_without_index_is_a_clear_error(tmp_path):

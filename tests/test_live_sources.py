@@ -17,7 +17,8 @@ from waiting import wait_for
 from monitor.errors import InputError
 from monitor.records import to_json
 from monitor.samples import encode, panned_frames
-from monitor.source.sources import LiveSource, redact
+from monitor.redaction import redact
+from monitor.source.sources import LiveSource
 from rtmp import Push
 
 FPS, N = 25, 75  # a 3 s clip: long enough to stall a push after its first frames came through
@@ -48,17 +49,17 @@ class QuietFiles(SimpleHTTPRequestHandler):
         pass
 
 
-def kinds(events) -> list[str]:
-    return [e.event for e in events]
-
-
-def start_listening(url: str) -> tuple[LiveSource, Consumer, list]:
-    """A listening source (read timeout 1 s) iterated on its own thread, and the events it emits."""
+def listening(url: str) -> tuple[LiveSource, Consumer, list]:
+    """A LiveSource listening at `url`, consumed on a thread: the source, the consumer and the events it emits."""
     events = []
     source = LiveSource(url, listen=True, read_timeout_s=1, on_event=events.append)
     consumer = Consumer(source)
     consumer.start()
     return source, consumer, events
+
+
+def kinds(events) -> list[str]:
+    return [e.event for e in events]
 
 
 def stall_then_stop(push: Push, source: LiveSource, consumer: Consumer, events: list, frames_before: int) -> None:
@@ -77,7 +78,7 @@ def stall_then_stop(push: Push, source: LiveSource, consumer: Consumer, events: 
 @pytest.mark.slow
 def test_listen_receives_pushes_across_outages_and_stops_promptly(clip):
     url = f"rtmp://127.0.0.1:{free_port()}/live/x"
-    source, consumer, events = start_listening(url)
+    source, consumer, events = listening(url)
     try:
         with Push(clip, url) as push:  # a whole clip, ended by the publisher (EIO on our side)
             assert push.wait(timeout_s=15) == 0
@@ -118,6 +119,40 @@ def test_unreachable_stream_backs_off_then_gives_up_without_leaking_secrets(sche
     published = message + source.stream_id + "".join(to_json(e) for e in events)
     for secret in ("alice", "s3cret", "t0ps3cret"):
         assert secret not in published
+
+
+def test_listener_reopens_at_once_after_probes_and_backs_off_only_when_it_cannot_listen(clip):
+    port = free_port()
+    url = f"rtmp://127.0.0.1:{port}/live/x"
+    source, consumer, events = listening(url)
+    try:
+        for _ in range(6):  # port scans and health checks: connect, send junk, hang up
+            wait_for(lambda: _probe(port), 5, "the listener")
+        with Push(clip, url):  # refused for more than ~0.5 s would fail the push
+            wait_for(lambda: len(consumer.frames) >= 10, 15, "frames of the push after the probes")
+        assert source.stats.reconnects == 0 and "reconnect" not in kinds(events)
+    finally:
+        source.stop()
+        consumer.join(timeout=5)
+
+    with socket.socket() as taken:  # a port another process holds: that is a real failure, with backoff
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = LiveSource(f"rtmp://127.0.0.1:{taken.getsockname()[1]}/live/x", listen=True, max_reconnects=1,
+                          backoff_initial_s=0.05, on_event=events.append)
+        with pytest.raises(InputError, match="Address already in use"):
+            list(busy)
+        assert busy.stats.reconnects == 1
+
+
+def _probe(port: int) -> bool:
+    """Connect, send junk and hang up; False while nothing listens (the listener is between accepts for a moment)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as probe:
+            probe.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        return True
+    except OSError:
+        return False
 
 
 def test_stop_interrupts_the_backoff_wait():
@@ -168,7 +203,7 @@ def test_damaged_stream_reports_decode_errors_and_keeps_going(tmp_path):
 
 
 @pytest.mark.parametrize("url, expected", [
-    ("rtmp://user:pa55@live.example.com:1935/app/stream", "rtmp://***@live.example.com:1935/app/stream"),
+    ("rtmp://user:pa55@live.example.com:1935/app/stream", "rtmp://***@live.example.com:1935/app/***"),
     ("rtsp://admin@10.0.0.5/h264", "rtsp://***@10.0.0.5/h264"),
     ("srt://host:9000?streamid=cam1&passphrase=longsecret", "srt://host:9000?streamid=cam1&passphrase=***"),
     ("https://cdn/x.m3u8?X-Amz-Signature=ab&api_key=k&Auth=z&v=2", "https://cdn/x.m3u8?X-Amz-Signature=***&api_key=***&Auth=***&v=2"),
@@ -193,7 +228,8 @@ def test_hls_over_http(clip, tmp_path):
         server.shutdown()
         server.server_close()
     assert len(frames) == N and (np.diff([f.pts_s for f in frames]) > 0).all()
-    assert kinds(events) == ["up", "down"] and frames[0].stream_id.endswith("/index.m3u8?auth=***")
+    assert kinds(events) == ["up", "down"] and frames[0].stream_id == "index"
+    assert all("abc" not in str(e.detail) for e in events)
 
 
 def udp_port_taken(port: int) -> bool:
@@ -216,7 +252,7 @@ def test_srt_listener_receives_pushes_and_notices_a_stall(clip, long_clip):
     """`listen` on srt://: FFmpeg relays what an encoder (FFmpeg calling us) pushes; same events as RTMP."""
     port = free_port()
     url = f"srt://127.0.0.1:{port}"
-    source, consumer, events = start_listening(url)
+    source, consumer, events = listening(url)
     try:
         wait_for(lambda: udp_port_taken(port), 5, "the SRT listener")
         with Push(clip, url + "?mode=caller", fmt="mpegts") as push:

@@ -84,7 +84,7 @@ def test_status_page_hides_credentials_and_binds_loopback(tmp_path):
     try:
         assert server.url.startswith("http://127.0.0.1:")
         body = get(server.url)[1] + get(server.url + "status.json")[1]
-        assert "hunter2" not in body and "abc" not in body and "***@127.0.0.1:1/live/cam" in body
+        assert "hunter2" not in body and "abc" not in body and "***@127.0.0.1:1/live/***?token=***" in body
     finally:
         server.close()
         watcher.close()

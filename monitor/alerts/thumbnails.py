@@ -6,6 +6,7 @@ from collections import OrderedDict
 
 from PIL import Image
 
+from monitor.paths import inside
 from monitor.source.frames import Frame
 
 KEEP = 250  # recent frames held by default
@@ -19,7 +20,7 @@ class ThumbnailStore:
     """
 
     def __init__(self, out_dir: str, stream_id: str, keep: int = KEEP, width: int = 256, prefix: str = "frame"):
-        self.folder = os.path.join(out_dir, stream_id)
+        self.folder = inside(out_dir, stream_id)
         self.keep, self.width, self.prefix = keep, width, prefix  # prefix "ref": reference pictures, by frame index
         self._frames: OrderedDict[int, object] = OrderedDict()
 

@@ -1,7 +1,8 @@
 """`vqmon` command line, a thin face over the library: flags become config objects, commands run them.
 
-Exit codes: 0 ok, 1 some batch files failed (listed), 2 bad usage or input (one line on stderr),
-130 interrupted. Ray is imported only inside the Ray commands (live, status, batch). Nothing in
+Exit codes: 0 ok; 1 done, with problems listed on stderr (batch files that failed, now or in an
+earlier run; a damaged file scored as far as it decodes; records a sink could not keep); 2 bad
+usage or input (one line on stderr); 130 interrupted. Ray is imported only inside the Ray commands (live, status, batch). Nothing in
 monitor/, models/ or pipelines/ imports this package.
 """
 from __future__ import annotations
@@ -24,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except InputError as e:
-        err.print(f"vqmon: error: {e}", highlight=False, markup=False)  # one line, never wrapped
+        err.print(f"vqmon: error: {' '.join(str(e).split())}", highlight=False, markup=False)  # one line, never wrapped
         return 2
     except KeyboardInterrupt:
         err.print("vqmon: interrupted", highlight=False)

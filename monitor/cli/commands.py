@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import os
+import tempfile
 import time
 
 from rich.console import Console
@@ -82,21 +83,49 @@ def _flag(flag: str, parse, value):
         raise InputError(f"{flag}: {e}") from None
 
 
+def writable_folder(flag: str, path: str) -> None:
+    """`path` is (or can be made) a folder we can write in; checked before any scoring, not after the run."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise InputError(f"{flag} {path}: exists and is not a folder")
+    try:
+        os.makedirs(path, exist_ok=True)
+        tempfile.TemporaryFile(dir=path).close()
+    except OSError as e:
+        raise InputError(f"{flag} {path}: cannot write there ({e.strerror or e})") from None
+
+
+def writable_file(flag: str, path: str) -> None:
+    """`path` can be written as a file (its folder exists and takes files), before any work is done."""
+    if os.path.isdir(path):
+        raise InputError(f"{flag} {path}: is a folder; give a file name")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise InputError(f"{flag} {path}: no such folder {folder}")
+    try:
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as e:
+        raise InputError(f"{flag} {path}: cannot write there ({e.strerror or e})") from None
+
+
 def _scoring(args, vmaf_chunk_s: float) -> dict:
     """What score, watch and batch compute, from the flags they share: sampling, windows, models, VMAF."""
     from monitor import config
     for flag, value in (("--vmaf-model", args.vmaf_model), ("--vmaf-threads", args.vmaf_threads)):
         if value is not None and not args.vmaf:
             raise InputError(f"{flag} needs --vmaf")
+    if args.max_pixels is not None and args.max_pixels < 1:
+        raise InputError(f"--max-pixels {args.max_pixels}: must be at least 1")
     return {"sample": _flag("--sample", config.parse_sample, args.sample),
             "window": _flag("--window", config.parse_window, args.window),
             "models": tuple(_flag("--model", config.parse_model, m) for m in args.model),
-            "vmaf": config.parse_vmaf(args.vmaf, args.vmaf_model, args.vmaf_threads, vmaf_chunk_s, "command line")}
+            "vmaf": config.parse_vmaf(args.vmaf, args.vmaf_model, args.vmaf_threads, vmaf_chunk_s, "command line"),
+            **({} if args.max_pixels is None else {"max_pixels": args.max_pixels})}
 
 
 def cmd_score(args) -> int:
     from monitor import config
     from monitor.build import score_file, thumbnails_dir
+    from monitor.scoring.scorers import pick_device
     from monitor.scoring.vmaf import FILE_CHUNK_S
     from monitor.sinks import open_sink
     from monitor.source.sources import FileSource
@@ -112,12 +141,15 @@ def cmd_score(args) -> int:
                                  **_scoring(args, FILE_CHUNK_S))
     sinks = config.parse_sinks({args.format: {"out": args.out, "roll": None} if args.format == "parquet"
                                 else {"out": args.out}} if args.out else {}, "command line")
-    with FileSource(args.video) as probe:  # a bad file fails here, before any model loads; sizes the bar
+    device = pick_device(_flag("--device", config.parse_device, args.device))
+    with FileSource(args.video, max_pixels=stream.max_pixels) as probe:  # a bad file fails here, before any model loads
         frames_estimate = probe.info.frames_estimate
+    if args.out and args.out != "-":
+        writable_folder("--out", args.out)
     show = _console(stderr=args.out == "-")
     with _progress(transient=True, disable=args.quiet) as progress:
         task = progress.add_task(os.path.basename(args.video), total=frames_estimate)
-        summary = score_file(stream, [open_sink(s) for s in sinks], device=args.device, batch_size=args.batch,
+        summary = score_file(stream, [open_sink(s) for s in sinks], device=device, batch_size=args.batch,
                              thumbnails_dir=thumbnails_dir(args.out), on_progress=lambda n: progress.advance(task, n))
     print_summary(summary, show, args.out)
     if args.report:
@@ -125,7 +157,7 @@ def cmd_score(args) -> int:
 
         write_worst_thumbnails(args.out, args.video, stream.id, args.ref, args.ref_offset)
         show.print(f"report: {write_report(args.out, os.path.join(args.out, 'report.html'), stream.alerts or None)}")
-    return 0
+    return 1 if summary.damaged else 0
 
 
 def cmd_report(args) -> int:
@@ -135,6 +167,7 @@ def cmd_report(args) -> int:
     rules = config.load_rules(args.alerts) if args.alerts else None
     if not os.path.isdir(args.results):
         raise InputError(f"{args.results}: no such results folder")
+    writable_file("--out", args.out)
     print(write_report(args.results, args.out, rules))
     return 0
 
@@ -165,7 +198,13 @@ def print_summary(s, console: Console, out: str | None) -> None:
         console.print(line, soft_wrap=True)  # paths make it long; a log reader greps it whole
     console.file.flush()
     if s.decode_errors:
-        err.print(f"[red]warning[/]: {s.source}: {s.decode_errors} decode error(s) skipped; last: {s.last_error}")
+        err.print(f"[red]warning[/]: {s.source}: {s.decode_errors} decode error(s), frames lost; last: {s.last_error}")
+    if s.corrupt_frames:
+        err.print(f"[red]warning[/]: {s.source}: {s.corrupt_frames} frame(s) flagged corrupt by the decoder "
+                  "(scored as shown, `corrupt` in their records)")
+    if s.retimed:
+        err.print(f"[red]warning[/]: {s.source}: {s.retimed} frame(s) with backwards or repeated timestamps, "
+                  "re-timed one frame interval after the previous")
     if s.scorer_errors:
         err.print(f"[red]warning[/]: {s.source}: {s.scorer_errors} VMAF chunk(s) failed, their frames have no "
                   f"fr.vmaf; last: {s.last_scorer_error}", highlight=False, markup=False)
@@ -254,7 +293,7 @@ def cmd_eval(args) -> int:
     sets += [(f"{d} (split {args.split}, VMAF teacher)", evaluate.read_corpus(d, args.split, args.per_subset))
              for d in args.corpus]
     items = [it for _, part in sets for it in part]
-    device = pick_device(args.device)
+    device = pick_device(_flag("--device", config.parse_device, args.device))
     if device.type == "cpu":
         keep_large_tensors_in_heap()
     models = {}
@@ -358,14 +397,22 @@ def cmd_watch(args) -> int:
         if http:
             http.close()
     err.print(f"vqmon watch: stopped; {watcher.status_line()}", highlight=False, markup=False)
-    return 0
+    lost = [h for h in watcher.sinks.health() if h.lost]
+    for h in lost:
+        err.print(f"warning: sink {h.name} lost {h.lost} record(s)", highlight=False, markup=False)
+    return 1 if lost else 0
 
 
 def _ray_init(address: str | None) -> None:
     """Connect to the cluster at `address` ('auto', ray://…), the one `ray job submit` names, or start Ray locally."""
     import ray
 
-    ray.init(address=address, logging_level="WARNING", log_to_driver=False, ignore_reinit_error=True)
+    try:
+        ray.init(address=address, logging_level="WARNING", log_to_driver=False, ignore_reinit_error=True)
+    except (ConnectionError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InputError(f"no Ray cluster at {address or 'RAY_ADDRESS'}: {first} "
+                         "(start one with `ray start --head`, or give --address)") from None
 
 
 def cmd_live(args) -> int:
@@ -448,11 +495,14 @@ def cmd_batch(args) -> int:
                            on_start=lambda n: progress.update(task, total=n), on_done=done)
     elapsed = time.monotonic() - started
     err.print(f"vqmon batch: {len(result.scored)} file(s) scored ({frames[0]} frames, {elapsed:.1f} s), "
-              f"{len(result.failed)} failed, {result.skipped} already done; records in {args.out}",
-              highlight=False)
+              f"{len(result.failed)} failed, {result.skipped} already done"
+              f"{f' ({len(result.failed_before)} of them failed, not retried)' if result.failed_before else ''}; "
+              f"records in {args.out}", highlight=False)
     for e in result.failed:
         err.print(f"failed: {e['error']}", highlight=False, markup=False)
-    return 1 if result.failed else 0
+    for e in result.failed_before:
+        err.print(f"failed earlier (--retry-failed to try again): {e['error']}", highlight=False, markup=False)
+    return 1 if result.failed or result.failed_before else 0
 
 
 def cmd_sample(args) -> int:

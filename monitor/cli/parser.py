@@ -20,6 +20,8 @@ def _vmaf_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vmaf-model", metavar="NAME|FILE", help="libvmaf model: vmaf_v0.6.1 (default), vmaf_v0.6.1neg, "
                                                             "vmaf_4k_v0.6.1, or a model .json file")
     p.add_argument("--vmaf-threads", type=int, metavar="N", help="libvmaf threads (default 2)")
+    p.add_argument("--max-pixels", type=int, metavar="N", help="refuse frames larger than N pixels (width × height; "
+                                                              "default 7680×4320): each queued frame costs memory")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from models import inference
+from monitor.errors import InputError
 from monitor.scoring import metrics, signals, signals_cpu
 from monitor.source.frames import Frame
 
@@ -37,9 +38,18 @@ def keep_large_tensors_in_heap() -> None:
 
 
 def pick_device(name: str = "auto") -> torch.device:
+    """The torch device `name` says (auto: CUDA when there is one); a device this machine lacks is an InputError."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise InputError(f"--device {name}: expected auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise InputError(f"--device {name}: no such CUDA device (this machine has {torch.cuda.device_count()})")
+    if device.type not in ("cpu", "cuda"):
+        raise InputError(f"--device {name}: expected auto, cpu, cuda or cuda:N")
+    return device
 
 
 def luma_batch(frames: list[Frame], device: torch.device) -> torch.Tensor:

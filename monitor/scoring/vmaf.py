@@ -331,7 +331,7 @@ class ChunkedVmaf:
         c.proc.feed(dist, refb)
         c.last_pair_t = t
         record = FrameScore(frame.stream_id, frame.index, frame.pts_s, frame.ingest_ts, frame.width, frame.height,
-                            METRIC.name, float("nan"), None, self.tag, dict(extras or {}))
+                            METRIC.name, float("nan"), None, self.tag, dict(extras or {}), frame.corrupt)
         c.entries.append(_Pending(frame.stream_id, t, record))
         self._prev = (key, dist, refb)
 

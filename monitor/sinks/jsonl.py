@@ -18,15 +18,19 @@ class JsonlSink(Sink):
             os.makedirs(out, exist_ok=True)
 
     def write(self, records) -> None:
-        for r in records:
+        for i, r in enumerate(records):
             kind = record_kind(r)
             line = to_json(r)
-            if self.out == "-":
-                sys.stdout.write(f'{{"record":"{kind}",{line[1:]}\n')
-            else:
-                if kind not in self._files:
-                    self._files[kind] = open(os.path.join(self.out, f"{kind}.jsonl"), "a", encoding="utf-8")
-                self._files[kind].write(line + "\n")
+            try:
+                if self.out == "-":
+                    sys.stdout.write(f'{{"record":"{kind}",{line[1:]}\n')
+                else:
+                    if kind not in self._files:
+                        self._files[kind] = open(os.path.join(self.out, f"{kind}.jsonl"), "a", encoding="utf-8")
+                    self._files[kind].write(line + "\n")
+            except OSError:
+                self.lost += len(records) - i  # a full disk or a closed pipe: these lines are gone
+                raise
 
     def flush(self) -> None:
         for f in self._files.values():

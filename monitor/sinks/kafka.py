@@ -7,9 +7,12 @@ dropped and every unacknowledged record goes to the spool, followed by all newer
 the spool has been replayed; so a stream's records reach the broker in the order they were
 written. Records on the wire when the broker failed may arrive twice; none is lost.
 
-The monitor is never blocked for long by an unreachable broker: connecting is tried at most
-every `retry_interval_s` and gives up after `connect_timeout_s`; call `flush()` regularly (the
-live runtime does it per window) so failures are noticed and the spool is made durable.
+The monitor is never blocked by an unreachable broker: the sink runs on its own thread (`Sinks`),
+connecting is tried at most every `retry_interval_s` and gives up after `connect_timeout_s`;
+`flush()` runs every `flush_interval_s` so failures are noticed and the spool is made durable.
+When the spool cannot be written either (a full or read-only disk), records wait in memory
+(`max_backlog` of them; older ones beyond that are dropped and counted in `lost`) and the spool
+is tried again at every flush; `health()` says which of these is happening.
 """
 from __future__ import annotations
 
@@ -32,7 +35,7 @@ class KafkaSink(Sink):
 
     def __init__(self, bootstrap: str, topic_prefix: str = "vqmon", spool_dir: str = "vqmon-spool",
                  flush_timeout_s: float = 5.0, connect_timeout_s: float = 1.0, retry_interval_s: float = 2.0,
-                 **producer_config):
+                 max_backlog: int = 100_000, **producer_config):
         self.bootstrap = bootstrap
         self.topic_prefix = topic_prefix
         self.spool = Spool(spool_dir)
@@ -50,6 +53,10 @@ class KafkaSink(Sink):
         self.sent = 0  # acknowledged on first try
         self.spooled = 0  # written to the spool
         self.replayed = 0  # acknowledged from the spool
+        self.lost = 0  # dropped: neither the broker nor the spool took them and the memory backlog was full
+        self.max_backlog = max_backlog
+        self._backlog: deque = deque()  # entries the spool could not take yet, oldest first
+        self._spool_error: str | None = None
         self._producer: KafkaProducer | None = None
         self._in_flight: deque = deque()  # (future, entry) in send order
         self._next_connect = 0.0
@@ -83,9 +90,14 @@ class KafkaSink(Sink):
             if self._in_flight:
                 self._fail()
         self._close_retired(timeout_s=0)
-        if self.spool.pending:
+        if self._backlog:
+            self._to_spool([])
+        if self.spool.pending or self._backlog:
             self._ready()
-        self.spool.flush()
+        try:
+            self.spool.flush()
+        except OSError as e:
+            self._spool_error = _reason(e)
 
     def close(self) -> None:
         self.flush()
@@ -93,7 +105,18 @@ class KafkaSink(Sink):
             self._retired.append(self._producer)
             self._producer = None
         self._close_retired(timeout_s=self.producer_config["delivery_timeout_ms"] / 1000)
+        self.lost += len(self._backlog)
+        self._backlog.clear()
         self.spool.close()
+
+    def health(self) -> str | None:
+        """The same text for as long as the same trouble lasts (counts are in `lost` and the spool)."""
+        if self._spool_error:
+            return (f"broker {self.bootstrap} unreachable and spool {self.spool.folder} not writable "
+                    f"({self._spool_error}): records wait in memory")
+        if self._producer is None and self.spool.pending:
+            return f"broker {self.bootstrap} unreachable: records go to the spool {self.spool.folder}"
+        return None
 
     def _ready(self) -> bool:
         """True when records may go straight to the broker: connected, and nothing older waits in the spool."""
@@ -104,7 +127,21 @@ class KafkaSink(Sink):
                 self._next_connect = time.monotonic() + self.retry_interval_s
         if self._producer is not None and self.spool.pending:
             self._replay()
-        return self._producer is not None and not self.spool.pending
+        if self._producer is not None and not self.spool.pending and self._backlog:
+            self._send_backlog()
+        return self._producer is not None and not self.spool.pending and not self._backlog
+
+    def _send_backlog(self) -> None:
+        """The broker is back and the spool empty: what waited in memory goes out, in order."""
+        while self._backlog:
+            entry = self._backlog[0]
+            try:
+                self._in_flight.append((self._send(entry), entry))
+            except RetriableError:
+                self._fail()
+                return
+            self._backlog.popleft()
+        self._spool_error = None
 
     def _replay(self) -> None:
         """Send the spool oldest segment first; delete each segment once all of it is acknowledged."""
@@ -158,5 +195,22 @@ class KafkaSink(Sink):
                 pass
 
     def _to_spool(self, entries: list[dict]) -> None:
-        self.spool.append(entries)
-        self.spooled += len(entries)
+        """Spool `entries` after any backlog; when the disk refuses, keep them in memory (bounded) and say so."""
+        self._backlog.extend(entries)
+        if not self._backlog:
+            return
+        try:
+            self.spool.append(list(self._backlog))
+        except OSError as e:
+            self._spool_error = _reason(e)
+            while len(self._backlog) > self.max_backlog:
+                self._backlog.popleft()
+                self.lost += 1
+            return
+        self.spooled += len(self._backlog)
+        self._backlog.clear()
+        self._spool_error = None
+
+
+def _reason(e: OSError) -> str:
+    return f"{e.strerror or e}" + (f": {e.filename}" if getattr(e, "filename", None) else "")

@@ -10,24 +10,31 @@ import os
 import time
 import uuid
 from collections import defaultdict
-from urllib.parse import quote
 
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from monitor.paths import component
 from monitor.records import RECORD_TYPES, record_kind, to_table
 from monitor.sinks import Sink
 
 
 class ParquetSink(Sink):
     """Buffers records; writes a file per (kind, stream, date) partition every `rows_per_file` rows, once the
-    oldest buffered record is `roll_s` seconds old (live streams: files appear steadily), and on close."""
+    oldest buffered record is `roll_s` seconds old (live streams: files appear steadily), and on close.
 
-    def __init__(self, out_dir: str, rows_per_file: int = 200_000, roll_s: float | None = None):
+    A write that fails (a full or read-only disk) raises and keeps its records buffered for the next
+    try, up to `max_buffered` per kind; older ones beyond that are dropped and counted in `lost`.
+    """
+
+    def __init__(self, out_dir: str, rows_per_file: int = 200_000, roll_s: float | None = None,
+                 max_buffered: int = 200_000):
         self.out_dir = out_dir
         self.rows_per_file = rows_per_file
         self.roll_s = roll_s
+        self.max_buffered = max(max_buffered, rows_per_file)
+        self.lost = 0
         self._buf: dict[str, list] = defaultdict(list)
         self._since: dict[str, float] = {}  # kind → monotonic time its oldest buffered record arrived
         self.files_written: list[str] = []
@@ -54,14 +61,28 @@ class ParquetSink(Sink):
 
     def _flush_kind(self, kind: str) -> None:
         records, self._buf[kind] = self._buf[kind], []
-        self._since.pop(kind, None)
+        since = self._since.pop(kind, None)
         parts: dict[tuple[str, str], list] = defaultdict(list)
         for r in records:
             parts[(r.stream_id, r.ts.date().isoformat())].append(r)
         schema = RECORD_TYPES[kind].schema
-        for (stream_id, day), rows in parts.items():
-            folder = os.path.join(self.out_dir, kind, f"stream_id={quote(stream_id, safe='')}", f"date={day}")
-            self.files_written.append(write_atomic(to_table(rows, schema), folder))
+        while parts:
+            (stream_id, day), rows = next(iter(parts.items()))
+            folder = os.path.join(self.out_dir, kind, f"stream_id={component(stream_id)}", f"date={day}")
+            try:
+                self.files_written.append(write_atomic(to_table(rows, schema), folder))
+            except OSError:
+                self._keep(kind, [r for rows in parts.values() for r in rows], since)
+                raise
+            del parts[(stream_id, day)]
+
+    def _keep(self, kind: str, unwritten: list, since: float | None) -> None:
+        """Put records a failed write could not store back in front of the buffer (bounded: the oldest go first)."""
+        buf = unwritten + self._buf[kind]
+        overflow = max(0, len(buf) - self.max_buffered)
+        self.lost += overflow
+        self._buf[kind] = buf[overflow:]
+        self._since[kind] = since if since is not None else time.monotonic()
 
 
 def write_atomic(table: pa.Table, folder: str) -> str:

@@ -4,6 +4,7 @@ Entries are JSON lines (`topic`, `key`, `value`) in numbered segment files. New 
 to the newest segment; replay reads the oldest segments first and deletes a segment only after the
 broker acknowledged all of it, so a crash at any point loses nothing (it may resend a segment).
 Segments left by an earlier process are picked up on start, so the spool also survives restarts.
+A failed append (a full or read-only disk) raises OSError and leaves no partial line behind.
 """
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ class Spool:
     def __init__(self, folder: str, segment_bytes: int = 8 << 20):
         self.folder = folder
         self.segment_bytes = segment_bytes
-        os.makedirs(folder, exist_ok=True)
         self._counts = {path: len(read_segment(path)) for path in self._segment_paths()}
         self._file = None
         self._path: str | None = None
@@ -32,7 +32,13 @@ class Spool:
             return
         if self._file is None or self._file.tell() >= self.segment_bytes:
             self._open_segment()
-        self._file.write("".join(json.dumps(e, separators=(",", ":"), ensure_ascii=False) + "\n" for e in entries))
+        start = self._file.tell()
+        try:
+            self._file.write("".join(json.dumps(e, separators=(",", ":"), ensure_ascii=False) + "\n" for e in entries))
+            self._file.flush()  # a full disk fails here, not later in a flush that cannot tell which entries
+        except OSError:
+            self._abandon_segment(start)
+            raise
         self._counts[self._path] += len(entries)
 
     def flush(self) -> None:
@@ -40,6 +46,27 @@ class Spool:
         if self._file is not None:
             self._file.flush()
             os.fsync(self._file.fileno())
+
+    def _abandon_segment(self, size: int) -> None:
+        """After a failed append: cut the segment back to its last whole entry and close it (the next append opens a new one)."""
+        f, self._file = self._file, None
+        try:
+            f.truncate(size)  # drops what the buffer still holds too
+        except OSError:
+            pass  # a torn last line is skipped on read
+        try:
+            f.close()
+        except OSError:
+            pass
+        if not self._counts.get(self._path):
+            self._remove_quietly(self._path)
+
+    def _remove_quietly(self, path: str) -> None:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        self._counts.pop(path, None)
 
     def segments(self) -> list[str]:
         """Segments in append order, oldest first; the open one is sealed so replay never reads a growing file."""
@@ -63,6 +90,7 @@ class Spool:
 
     def _open_segment(self) -> None:
         self.seal()
+        os.makedirs(self.folder, exist_ok=True)
         paths = self._segment_paths()
         number = int(os.path.basename(paths[-1])[: -len(SUFFIX)]) + 1 if paths else 0
         self._path = os.path.join(self.folder, f"{number:016d}{SUFFIX}")
@@ -71,14 +99,22 @@ class Spool:
         _fsync_dir(self.folder)
 
     def _segment_paths(self) -> list[str]:
+        if not os.path.isdir(self.folder):
+            return []
         return sorted(os.path.join(self.folder, n) for n in os.listdir(self.folder) if n.endswith(SUFFIX))
 
 
 def read_segment(path: str) -> list[dict]:
-    """Entries of one segment; a torn last line (a crash mid-append, before any flush made it durable) is skipped."""
-    with open(path, encoding="utf-8") as f:
+    """Entries of one segment; a torn line (a crash or a full disk mid-append) is skipped."""
+    with open(path, encoding="utf-8", errors="replace") as f:
         lines = f.read().split("\n")
-    return [json.loads(line) for line in lines[:-1]]
+    entries = []
+    for line in lines:
+        try:
+            entries.append(json.loads(line))
+        except ValueError:
+            pass  # torn or empty
+    return entries
 
 
 def _fsync_dir(folder: str) -> None:

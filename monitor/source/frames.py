@@ -49,10 +49,11 @@ class Frame:
     """
 
     def __init__(self, stream_id: str, index: int, pts_s: float | None, av_frame: av.VideoFrame,
-                 ingest_ts: datetime | None = None, scale_to: tuple[int, int] | None = None):
+                 ingest_ts: datetime | None = None, scale_to: tuple[int, int] | None = None, corrupt: bool = False):
         self.stream_id = stream_id
         self.index = index  # position among the stream's decoded frames, from 0
         self.pts_s = pts_s  # presentation time in seconds; None when the container gives none
+        self.corrupt = corrupt  # the decoder flagged it corrupt: concealed damage, scored as the viewer sees it
         self.ingest_ts = ingest_ts or datetime.now(timezone.utc)
         self._av = av_frame
         self._scale_to = scale_to if scale_to and scale_to != (av_frame.width, av_frame.height) else None
@@ -64,7 +65,8 @@ class Frame:
         """The same picture, to be extracted at width×height (a reference matched to a distorted frame)."""
         if (width, height) == (self.width, self.height):
             return self
-        return Frame(self.stream_id, self.index, self.pts_s, self._av, self.ingest_ts, scale_to=(width, height))
+        return Frame(self.stream_id, self.index, self.pts_s, self._av, self.ingest_ts, scale_to=(width, height),
+                     corrupt=self.corrupt)
 
     def _picture(self) -> av.VideoFrame:
         return self._scaled if self._scale_to is not None else self._av

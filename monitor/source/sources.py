@@ -1,37 +1,46 @@
 """PyAV sources: decode the video of a file (FileSource) or a live stream (LiveSource) and yield Frames.
 
-Damage inside a file is survivable: a packet that fails to demux or decode, or a frame the
-decoder flags corrupt, is counted in `stats` and skipped. Only a file that cannot be opened at
-all, or has no video stream, is an error (InputError, one line naming the file).
+Damage inside a file is survivable and never hidden: a packet that fails to demux or decode is
+counted in `stats` (its frames are lost), a frame the decoder flags corrupt (concealed damage)
+is delivered, flagged `corrupt`, because the viewer sees it; a file that ends before its header
+says is counted as truncated; timestamps that do not advance are re-timed and counted. Only a
+file that cannot be opened at all, has no video stream, or has frames larger than `max_pixels`
+is an error (InputError, one line naming the file).
 
 Live streams end, stall and come back: LiveSource turns that into StreamEvents and reconnects.
-URLs carry secrets (user:password, stream keys in the query), so every URL that leaves this
-module (errors, events, default stream ids) goes through `redact` first.
+URLs carry secrets (user:password, tokens in the query, RTMP stream keys), so every URL that
+leaves this module (errors, events, default stream ids) goes through `monitor.redaction.redact` first.
 """
 from __future__ import annotations
 
+import errno
 import os
-import re
 import threading
 import time
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Callable, Iterator
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import av
 
 from monitor.errors import InputError
 from monitor.records import StreamEvent
+from monitor.redaction import redact
 from monitor.source.frames import Frame
 from monitor.source.relay import RELAYED, Relay
+
+
+MAX_PIXELS = 7680 * 4320  # 8K UHD: larger frames are refused unless the limit is raised (memory: ~50 B a pixel queued)
 
 
 @dataclass
 class SourceStats:
     frames_decoded: int = 0
-    decode_errors: int = 0  # packets that failed to demux/decode plus frames flagged corrupt
+    decode_errors: int = 0  # packets that failed to demux/decode or were flagged corrupt, and truncation
     last_error: str = ""
+    corrupt_frames: int = 0  # frames the decoder flagged corrupt, delivered flagged
+    retimed: int = 0  # frames whose pts did not advance, moved one frame interval after the previous one
     reconnects: int = 0  # reconnect attempts (live sources)
 
 
@@ -49,14 +58,21 @@ class StreamInfo:
 class FileSource:
     """Decodes the first video stream of `path`. `scale_to=(w, h)` resizes frames on extraction (references)."""
 
-    def __init__(self, path: str, stream_id: str | None = None, scale_to: tuple[int, int] | None = None):
+    def __init__(self, path: str, stream_id: str | None = None, scale_to: tuple[int, int] | None = None,
+                 max_pixels: int = MAX_PIXELS):
         self.path = str(path)
         self.stream_id = stream_id or os.path.splitext(os.path.basename(self.path))[0]
         self.scale_to = scale_to
         self.stats = SourceStats()
         self._stopped = False
+        self._clock = _Clock()
         self._container, self._stream = self._open()
         self.info = _describe(self._container, self._stream)
+        try:
+            _check_size(self.info, max_pixels, self.path)
+        except InputError:
+            self.close()
+            raise
 
     def _open(self):
         if not os.path.exists(self.path):
@@ -66,7 +82,8 @@ class FileSource:
         try:
             container = av.open(self.path, metadata_errors="ignore")
         except av.error.FFmpegError as e:
-            raise InputError(f"{self.path}: FFmpeg cannot open it ({_reason(e)}): not media, or truncated before its index") from None
+            reason = "a header FFmpeg rejects, e.g. an impossible frame size" if e.errno == errno.EBUSY else _reason(e)
+            raise InputError(f"{self.path}: FFmpeg cannot open it ({reason}): not media, or truncated before its index") from None
         if not container.streams.video:
             kinds = sorted({s.type for s in container.streams}) or ["no streams"]
             container.close()
@@ -76,17 +93,34 @@ class FileSource:
         return container, stream
 
     def __iter__(self) -> Iterator[Frame]:
-        """Every decoded frame in presentation order; damaged packets/frames are counted and skipped."""
+        """Every decoded frame in presentation order; damaged packets are counted and skipped, corrupt frames flagged."""
         index = 0
+        last_pts = None
         for packet in self._packets():
-            for av_frame in _good_frames(self._stream, packet, self._count_error):
+            for av_frame in _decoded(self._stream, packet, self._count_error):
                 self.stats.frames_decoded += 1
-                yield Frame(self.stream_id, index, _seconds(av_frame.pts, av_frame.time_base or self._stream.time_base), av_frame,
-                            scale_to=self.scale_to)
+                self.stats.corrupt_frames += av_frame.is_corrupt
+                pts = _seconds(av_frame.pts, av_frame.time_base or self._stream.time_base)
+                last_pts = pts if pts is not None else last_pts
+                t = self._clock(pts, self.info.fps)
+                self.stats.retimed = self._clock.retimed
+                yield Frame(self.stream_id, index, t, av_frame, scale_to=self.scale_to, corrupt=av_frame.is_corrupt)
                 index += 1
+        if not self._stopped:
+            self._check_complete(last_pts)
+
+    def _check_complete(self, last_pts: float | None) -> None:
+        """Count a file that ends before its header says it does (a truncated download or recording)."""
         declared = self._stream.frames  # exact for MP4/MOV; 0 when the container does not say
         if declared and self.stats.frames_decoded < declared:
             self._count_error(f"stream ended after {self.stats.frames_decoded} of {declared} frames (truncated file?)")
+            return
+        end = _declared_end(self._container, self._stream)
+        period = 1 / (self.info.fps or 25.0)
+        if end is not None and last_pts is not None:
+            missing = end - (last_pts + period)
+            if missing > max(0.25, 3 * period, 0.05 * end):
+                self._count_error(f"stream ended at {last_pts + period:.2f} s of {end:.2f} s declared (truncated file?)")
 
     def _packets(self):
         demux = self._container.demux(self._stream)
@@ -119,31 +153,6 @@ class FileSource:
         self.close()
 
 
-_SECRET_PARAM = re.compile(r"key|token|pass|secret|auth|signature|credential", re.IGNORECASE)
-
-
-def redact(url: str) -> str:
-    """`url` fit for logs, errors and records: user:password and secret-looking query values become `***`.
-
-    Plain file paths come back unchanged; a URL too malformed to parse keeps only its scheme.
-    """
-    if "://" not in url:
-        return url
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url.partition("://")[0] + "://***"
-    userinfo, _, host = parts.netloc.rpartition("@")
-    netloc = f"***@{host}" if userinfo else parts.netloc  # "udp://@:1234" has an empty userinfo: nothing to hide
-    query = "&".join(_redact_param(p) for p in parts.query.split("&")) if parts.query else ""
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-
-
-def _redact_param(param: str) -> str:
-    name, eq, _ = param.partition("=")
-    return f"{name}=***" if eq and _SECRET_PARAM.search(name) else param
-
-
 LISTEN_SLICE_S = 1  # an RTMP listener waits this long per accept, so stop() is noticed while nobody publishes
 
 
@@ -157,7 +166,9 @@ class LiveSource:
     `backoff_max_s`). `max_reconnects` caps consecutive attempts without a frame (the count
     restarts whenever frames flow); then, or when the first open fails without `reconnect`, the
     iteration ends with an InputError naming the redacted URL. With `listen` (rtmp:// only) the
-    source is the server a publisher pushes to, and listens again as soon as a push ends.
+    source is the server a publisher pushes to, and listens again at once when a push ends or a
+    connection fails before delivering a frame (a port scan, a health probe, a bad publisher):
+    only a port it cannot listen on backs off.
     `realtime` paces frames at their pts (file replays and demos). stop() takes effect between
     frames and during waits at once; an open or read in progress runs on to its timeout.
 
@@ -177,7 +188,7 @@ class LiveSource:
                  read_timeout_s: float = 5.0, reconnect: bool = True, backoff_initial_s: float = 0.5,
                  backoff_max_s: float = 30.0, max_reconnects: int | None = None, listen: bool = False,
                  realtime: bool = False, on_event: Callable[[StreamEvent], None] | None = None,
-                 options: dict[str, str] | None = None):
+                 options: dict[str, str] | None = None, max_pixels: int = MAX_PIXELS):
         self.url = str(url)
         self.safe_url = redact(self.url)
         scheme = urlsplit(self.url).scheme.lower() if "://" in self.url else "file"
@@ -186,8 +197,12 @@ class LiveSource:
                              "srt://HOST:PORT)")
         self._scheme = scheme
         self.is_file = scheme == "file"
-        self.stream_id = stream_id or (os.path.splitext(os.path.basename(self.url))[0] if self.is_file else self.safe_url)
-        self.open_timeout_s, self.read_timeout_s = open_timeout_s, read_timeout_s
+        if not stream_id:
+            from monitor.config import default_id
+
+            stream_id = default_id(self.url)
+        self.stream_id = stream_id
+        self.open_timeout_s, self.read_timeout_s, self.max_pixels = open_timeout_s, read_timeout_s, max_pixels
         self.reconnect = reconnect and not self.is_file
         self.backoff_initial_s, self.backoff_max_s, self.max_reconnects = backoff_initial_s, backoff_max_s, max_reconnects
         self.listen, self.realtime, self.on_event = listen, realtime, on_event
@@ -205,9 +220,7 @@ class LiveSource:
         self.info: StreamInfo | None = None  # of the current (or last) connection
         self._stop = threading.Event()
         self._index = 0
-        self._offset = 0.0
-        self._last_pts: float | None = None
-        self._last_step: float | None = None
+        self._clock = _Clock()
         self._up: bool | None = None  # None until the first connection succeeds or fails
         self._down_since: float | None = None
         self._errors_reported = 0
@@ -238,7 +251,9 @@ class LiveSource:
                 delivered, reason = 0, (f"not open within {self.open_timeout_s:g} s" if isinstance(e, av.error.ExitError)
                                         else self._relay_reason() or _reason(e))
                 self._close_relay()
+                cannot_listen = getattr(e, "errno", None) in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES)
             else:
+                cannot_listen = False
                 try:
                     delivered, reason = yield from self._session(container)
                     reason = self._relay_reason() or reason
@@ -249,6 +264,8 @@ class LiveSource:
                 self._go_down("stopped")
                 return
             self._go_down(reason)
+            if self.listen and not delivered and not cannot_listen:
+                continue  # the port reopens at once for the real publisher
             if not self.reconnect:
                 if delivered:
                     return
@@ -286,6 +303,7 @@ class LiveSource:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         self.info = _describe(container, stream)
+        _check_size(self.info, self.max_pixels, self.safe_url)
         delivered, reason, pace = 0, "end of stream", None
         packets = container.demux(stream)
         while True:
@@ -299,7 +317,7 @@ class LiveSource:
                 stalled = time.monotonic() - asked >= self.read_timeout_s
                 reason = f"no data for {self.read_timeout_s:g} s" if stalled else _reason(e)
                 packet = None  # drain the decoder's delayed frames
-            for av_frame in _good_frames(stream, packet, self._count_error):
+            for av_frame in _decoded(stream, packet, self._count_error):
                 frame = self._frame(av_frame, stream.time_base)
                 if not delivered:
                     self._go_up()
@@ -320,18 +338,9 @@ class LiveSource:
 
     def _frame(self, av_frame: av.VideoFrame, stream_time_base: Fraction) -> Frame:
         pts = _seconds(av_frame.pts, av_frame.time_base or stream_time_base)  # frames drained by decode(None) carry no time base
-        if pts is not None:
-            pts += self._offset
-            if self._last_pts is not None:
-                if pts > self._last_pts:
-                    self._last_step = pts - self._last_pts
-                else:
-                    step = 1 / self.info.fps if self.info.fps else (self._last_step or 0.0)
-                    self._offset += self._last_pts + step - pts
-                    pts = self._last_pts + step
-            self._last_pts = pts
         self.stats.frames_decoded += 1
-        frame = Frame(self.stream_id, self._index, pts, av_frame)
+        self.stats.corrupt_frames += av_frame.is_corrupt
+        frame = Frame(self.stream_id, self._index, self._clock(pts, self.info.fps), av_frame, corrupt=av_frame.is_corrupt)
         self._index += 1
         return frame
 
@@ -376,20 +385,55 @@ def _describe(container, stream) -> StreamInfo:
     return StreamInfo(cc.name, cc.pix_fmt or "?", cc.width, cc.height, fps, duration, frames)
 
 
-def _good_frames(stream, packet, count_error) -> Iterator[av.VideoFrame]:
-    """The frames `packet` decodes to (None drains the decoder); damaged packets and frames are counted and skipped."""
+def _decoded(stream, packet, count_error) -> list[av.VideoFrame]:
+    """The frames `packet` decodes to (None drains the decoder), corrupt ones included; damaged packets are counted."""
     if packet is not None and packet.is_corrupt:
         count_error("demuxer flagged a corrupt packet")
     try:
-        decoded = stream.decode(packet)
+        return stream.decode(packet)
     except av.error.FFmpegError as e:
         count_error(e)
-        return
-    for av_frame in decoded:
-        if av_frame.is_corrupt:
-            count_error("decoder flagged a corrupt frame")
-            continue
-        yield av_frame
+        return []
+
+
+class _Clock:
+    """Presentation times that always advance: a pts not after the previous one moves, with every later one, to one
+    frame interval (1/fps; else the last step; else 1/25 s) after the previous frame. `retimed` counts the moves."""
+
+    def __init__(self):
+        self.offset, self.last, self.step, self.retimed = 0.0, None, None, 0
+
+    def __call__(self, pts: float | None, fps: float | None) -> float | None:
+        if pts is None:
+            return None
+        pts += self.offset
+        if self.last is not None:
+            if pts > self.last:
+                self.step = pts - self.last
+            else:
+                step = 1 / fps if fps else (self.step or 1 / 25)
+                self.offset += self.last + step - pts
+                pts = self.last + step
+                self.retimed += 1
+        self.last = pts
+        return pts
+
+
+def _check_size(info: StreamInfo, max_pixels: int, name: str) -> None:
+    if info.width * info.height > max_pixels:
+        raise InputError(f"{name}: {info.width}×{info.height} frames exceed the limit of {max_pixels} pixels "
+                         f"(--max-pixels / max_pixels raises it; each queued frame takes ~50 bytes a pixel)")
+
+
+def _declared_end(container, stream) -> float | None:
+    """Where the header says the video ends, in seconds of pts; None when it does not say."""
+    if stream.duration is not None and stream.time_base is not None:
+        start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+        return start + float(stream.duration * stream.time_base)
+    if container.duration:
+        start = container.start_time / av.time_base if container.start_time is not None else 0.0
+        return start + container.duration / av.time_base
+    return None
 
 
 def _seconds(pts: int | None, time_base: Fraction | None) -> float | None:

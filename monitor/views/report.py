@@ -36,6 +36,7 @@ from monitor.alerts.engine import AlertSpan, alert_spans
 from monitor.errors import InputError
 from monitor.scoring.metrics import SCORE_MEANING, better, grade, metric_info, unit, with_unit
 from monitor.summary import Segment, stretches
+from monitor.paths import inside
 
 W, H = 900, 190  # chart viewBox of a single stream; CSS scales it to the column width
 PAD_L, PAD_R, PAD_T, PAD_B = 48, 10, 16, 22
@@ -517,7 +518,7 @@ def write_worst_thumbnails(results: str, video: str, stream_id: str | None = Non
 
 def _thumbnails(results: str, stream_id: str) -> dict[tuple[str, int], str]:
     """("frame" or "ref", frame index) → JPEG path."""
-    folder = os.path.join(results, "thumbnails", stream_id)
+    folder = inside(os.path.join(results, "thumbnails"), stream_id)
     if not os.path.isdir(folder):
         return {}
     out = {}

@@ -11,6 +11,7 @@ through `redact()`, so credentials never reach the page.
 """
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
 import threading
@@ -20,8 +21,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from monitor.errors import InputError
+from monitor.redaction import redact
 from monitor.scoring.metrics import SCORE_MEANING, better, metric_info, unit, with_unit
-from monitor.source.sources import redact
 
 REFRESH_S = 2
 SPARK_W, SPARK_H = 120, 24
@@ -49,7 +50,8 @@ def snapshot(watcher) -> dict:
             "windows": {m: _window(m, v, dict(st.last_value).get(m), history.get(m, ()))
                         for m, v in sorted(dict(st.last_window).items())},
         }
-    return {"running": watcher.running(), "streams": streams}
+    sinks = [dataclasses.asdict(h) for h in watcher.sinks.health()]
+    return {"running": watcher.running(), "streams": streams, "sinks": sinks}
 
 
 def _window(metric: str, score: float, value: float | None, recent) -> dict:
@@ -65,7 +67,8 @@ class _Collector:
         self.watcher = watcher
 
     def collect(self):
-        snap = snapshot(self.watcher)["streams"]
+        full = snapshot(self.watcher)
+        snap = full["streams"]
         up = GaugeMetricFamily("vqmon_stream_up", "1 while the stream delivers frames", labels=["stream_id"])
         frames = CounterMetricFamily("vqmon_stream_frames", "frames scored", labels=["stream_id"])
         fps = GaugeMetricFamily("vqmon_stream_fps", "frames scored per second since start", labels=["stream_id"])
@@ -94,7 +97,15 @@ class _Collector:
                     value.add_metric([sid, m, w["unit"]], w["value"])
             for rule in s["firing"]:
                 firing.add_metric([sid, rule], 1.0)
-        yield from (up, frames, fps, lag, behind, dropped, score, value, firing)
+        sink_ok = GaugeMetricFamily("vqmon_sink_ok", "1 while the sink delivers its records", labels=["sink"])
+        sink_lost = CounterMetricFamily("vqmon_sink_records_lost", "records the sink could neither deliver nor keep",
+                                        labels=["sink"])
+        sink_queued = GaugeMetricFamily("vqmon_sink_queued", "records waiting for the sink", labels=["sink"])
+        for h in full["sinks"]:
+            sink_ok.add_metric([h["name"]], 1.0 if h["ok"] else 0.0)
+            sink_lost.add_metric([h["name"]], h["lost"])
+            sink_queued.add_metric([h["name"]], h["queued"])
+        yield from (up, frames, fps, lag, behind, dropped, score, value, firing, sink_ok, sink_lost, sink_queued)
 
 
 class StatusServer:
@@ -165,9 +176,18 @@ def render_html(snap: dict) -> str:
             ".metric svg{vertical-align:middle}</style></head><body><h1>vqmon status</h1>"
             "<table><tr><th>stream</th><th>state</th><th>frames</th><th>fps</th><th>lag · sampling</th>"
             f"<th>latest windows: mean value · score</th><th>alerts firing</th></tr>{''.join(rows)}</table>"
-            f"<p class=note>{_e(SCORE_MEANING)}</p>"
+            f"<p class=note>{_e(SCORE_MEANING)}</p>{_sinks_html(snap.get('sinks', []))}"
             "<p>also: <a href='/status.json'>status.json</a> · <a href='/metrics'>metrics</a> · "
             "<a href='/healthz'>healthz</a></p></body></html>")
+
+
+def _sinks_html(sinks: list[dict]) -> str:
+    """One line per sink: ok, or what is wrong and how many records it lost."""
+    rows = "".join(f"<tr class=sink data-sink='{_e(h['name'])}'><td>{_e(h['name'])}</td>"
+                   f"<td class='{'up' if h['ok'] else 'down'}'>{'ok' if h['ok'] else _e(h['problem'])}</td>"
+                   f"<td>{h['queued']}</td><td>{h['lost']}</td></tr>" for h in sinks)
+    return f"<h2>sinks</h2><table><tr><th>sink</th><th>state</th><th>queued</th><th>lost</th></tr>{rows}</table>" \
+        if rows else ""
 
 
 def _keepup_cell(s: dict) -> str:
