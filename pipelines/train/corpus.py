@@ -87,6 +87,8 @@ PIXEL: dict[str, tuple[list, str, str]] = {
 # Adaptive-bitrate ladder of the clips: (encoded height, codec, CRF), rungs below the clip's own height only.
 VIDEO_LADDER: list[tuple[int, str, int]] = [(720, "h264", 23), (540, "h264", 26), (540, "hevc", 30), (360, "h264", 28),
                                             (360, "h264", 36), (270, "h264", 34)]
+# soft_noise levels (noise σ on a ×1.5 bicubic down-up picture; 0: the soft picture alone): ranked only
+SOFT_NOISE = [0.0, 3.0, 8.0]
 # Adaptive-bitrate ladder rungs for stills: (downscale factor, codec, CRF). Encoded small, upscaled back
 # for display as a player does; VMAF judges the result at the display size.
 LADDER: list[tuple[float, str, int]] = [(1.5, "h264", 26), (2.0, "h264", 32), (2.0, "hevc", 36), (3.0, "h264", 38)]
@@ -284,7 +286,7 @@ class Source:
 
 @dataclass
 class Job:
-    kind: str  # "pixel", "codec", "ladder", "video"
+    kind: str  # "pixel", "soft", "codec", "ladder", "video"
     key: str
     args: dict = field(default_factory=dict)
 
@@ -308,6 +310,23 @@ def run_pixel_job(out: Path, seed: int, source: dict) -> list[dict]:
         save_png(distort(img, name, param, stable_rng(seed, key, name, str(i))), out / rel)
         _, coarse, teacher = PIXEL[name]
         rows.append(_row(source["split"], source["subset"], key, name, coarse, i + 1, param, rel, ref_rel, img.shape, teacher))
+    return rows
+
+
+def run_soft_job(out: Path, seed: int, source: dict) -> list[dict]:
+    """Noise on soft content, for every source: a mildly upscaled picture (level 1), then with light and with
+    clear noise on top (levels 2, 3). Noise must never read as detail: on soft content it looks like
+    sharpness, and models trained on sharp photos alone score it above the clean picture."""
+    key, img = source["key"], read_pristine(Path(source["path"]))
+    h, w = img.shape[:2]
+    soft = np.asarray(Image.fromarray(img).resize((round(w / 1.5), round(h / 1.5)), Image.BICUBIC).resize((w, h), Image.BICUBIC))
+    rows = []
+    for level, sigma in enumerate(SOFT_NOISE, start=1):
+        rel = f"images/{key}/soft_noise{level}.png"
+        x = soft if not sigma else distort(soft, "noise", sigma, stable_rng(seed, key, "soft_noise", str(level)))
+        save_png(x, out / rel)
+        rows.append(_row(source["split"], source["subset"], key, "soft_noise", "noise", level, sigma, rel,
+                         f"images/{key}/pristine.png", img.shape, "level"))
     return rows
 
 
@@ -501,6 +520,7 @@ def plan(sources: list[Source], seed: int) -> list[Job]:
         as_dict = {"path": str(s.path), "split": s.split, "subset": s.subset, "key": s.key}
         if s in stills:
             jobs.append(Job("pixel", f"pixel-{s.key}", {"seed": seed, "source": as_dict}))
+            jobs.append(Job("soft", f"soft-{s.key}", {"seed": seed, "source": as_dict}))
         else:
             jobs.append(Job("video", f"video-{s.key}", {"source": as_dict}))
     by_size: dict[tuple[int, int], list[dict]] = {}
@@ -526,6 +546,8 @@ def _run(out: Path, job: Job) -> list[dict]:
         return run_codec_job(out, **job.args)
     if job.kind == "ladder":
         return run_ladder_job(out, **job.args)
+    if job.kind == "soft":
+        return run_soft_job(out, **job.args)
     return run_video_job(out, **job.args)
 
 
