@@ -71,8 +71,9 @@ class Worker:
         key = (name, bool(opts.get("prepare")), bool(opts.get("compile")))  # the other options act per call
         if key not in self.models:
             from models import registry
+            from models.table import default_weights
 
-            model = registry.create(name, "lite")
+            model = registry.create(name, "lite", weights="default" if default_weights(name, "lite") else None)  # speed only
             if hasattr(model, "fold"):
                 model.fold()  # the old ModelScorer folded GSN too
             if opts.get("prepare"):
@@ -134,10 +135,12 @@ class Worker:
 
     def op_e2e(self, model: str, clip: str, ref: str) -> dict:
         from models import registry
+        from models.table import default_weights
         from monitor.build import score_file
         from monitor.config import StreamConfig
 
-        m = self.models.setdefault(("e2e", model), registry.create(model, "lite"))
+        weights = "default" if default_weights(model, "lite") else None  # nemg ships none: timed untrained
+        m = self.models.setdefault(("e2e", model), registry.create(model, "lite", weights=weights))
         ref = ref if m.info.kind == "FR" else None
         score_file(StreamConfig(clip, ref=ref), models=[m], device="cpu")  # warm-up
         wall, cpu = time.perf_counter(), time.process_time()

@@ -30,6 +30,7 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from models import registry  # noqa: E402
+from models.table import default_weights  # noqa: E402
 from monitor.build import score_file  # noqa: E402
 from monitor.config import StreamConfig  # noqa: E402
 from monitor.config import parse_sample  # noqa: E402
@@ -96,7 +97,7 @@ def rows_for(clips: dict[str, dict[str, str]], frames: int, model_frames: int, m
         for s, c in clips.items()}
     if models:
         for name in registry.MODULES:
-            model = registry.create(name)
+            model = registry.create(name, weights="default" if default_weights(name, "lite") else None)  # speed only
             fr = model.info.kind == "FR"
             rows[f"vqmon score --model {name}{' --ref' if fr else ''} (with the signals; {model_frames} frames)"] = {
                 s: (lambda c=c, m=model, fr=fr: score_file(StreamConfig(c["short"], ref=c["ref"] if fr else None), device="cpu", models=[m]).frames_seen)

@@ -9,6 +9,7 @@ from torch import nn
 
 from models import registry
 from models.inference import fuse_conv_bn, prepare
+from models.table import WEIGHTS_DIR, default_weights
 from monitor.samples import encode, panned_frames
 from monitor.scoring.scorers import ModelScorer, rgb_batch
 from monitor.source.frames import Frame
@@ -25,7 +26,8 @@ def _bns(model: nn.Module) -> int:
 @pytest.mark.parametrize("name", ["nemg", "mfenet", "liqe", "gsn"])
 def test_prepared_model_scores_like_the_original(name):
     torch.manual_seed(0)
-    model = registry.create(name, "lite")
+    trained = {} if default_weights(name, "lite") else {"weights": str(WEIGHTS_DIR / "v1" / f"{name}-lite.safetensors")}
+    model = registry.create(name, "lite", **trained)  # trained BatchNorm statistics: folding them is the point
     if hasattr(model, "fold"):
         model.fold()
     fast = prepare(copy.deepcopy(model))
