@@ -58,9 +58,9 @@ class Recipe:
 # a tenth (brief §2, §4, §5), on pixels.
 RECIPES: dict[tuple[str, str], Recipe] = {
     ("nemg", "lite"): Recipe(("res_out.", "predict_net.", "regression."), 1e-4, 8, 400, 1e-4, pretrained=("lite0.",)),
-    ("gsn", "lite"): Recipe(("attention.", "project.", "head.", "lite0.blocks.5.", "lite0.blocks.6."), 1e-3, 32, 3000,
+    ("gsn", "lite"): Recipe(("attention.", "project.", "head.", "lite0.blocks.5.", "lite0.blocks.6."), 1e-3, 32, 1500,
                             1e-2, pretrained=("lite0.",), rank_weight=1.0, tuned=("lite0",)),
-    ("mfenet", "lite"): Recipe(("hfen.", "aff.", "ffm.", "head.", "qen.blocks.5.", "qen.blocks.6."), 1e-3, 16, 2000,
+    ("mfenet", "lite"): Recipe(("hfen.", "aff.", "ffm.", "head.", "qen.blocks.5.", "qen.blocks.6."), 1e-3, 16, 800,
                                1e-2, pretrained=("qen.", "dan."), rank_weight=1.0, tuned=("qen",)),
     ("liqe", "lite"): Recipe(("project.", "quality_embed", "scene_embed", "distortion_embed", "mix.", "logit_scale",
                               "trunk.blocks.5.", "trunk.blocks.6."), 1e-3, 32, 4000, 1e-2, pretrained=("trunk.",),
