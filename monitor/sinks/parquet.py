@@ -1,12 +1,12 @@
 """Parquet sink: one dataset per record kind, hive-partitioned by stream_id and date, zstd.
 
-Every file is written under a dot-prefixed temporary name, fsynced, then renamed into place, so
+`out_dir` is a folder or an object-store URL (monitor/storage.py). Every file is written under a
+dot-prefixed temporary name, fsynced, then renamed into place (in a store: uploaded in one piece), so
 a reader (or a crash) never sees a half-written file: readers skip dot-files, and a rename is
 atomic on POSIX file systems.
 """
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from collections import defaultdict
@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from monitor import storage
 from monitor.paths import component
 from monitor.records import RECORD_TYPES, record_kind, to_table
 from monitor.sinks import Sink
@@ -68,7 +69,7 @@ class ParquetSink(Sink):
         schema = RECORD_TYPES[kind].schema
         while parts:
             (stream_id, day), rows = next(iter(parts.items()))
-            folder = os.path.join(self.out_dir, kind, f"stream_id={component(stream_id)}", f"date={day}")
+            folder = storage.join(self.out_dir, kind, f"stream_id={component(stream_id)}", f"date={day}")
             try:
                 self.files_written.append(write_atomic(to_table(rows, schema), folder))
             except OSError:
@@ -86,30 +87,14 @@ class ParquetSink(Sink):
 
 
 def write_atomic(table: pa.Table, folder: str) -> str:
-    """Write `table` as a new zstd Parquet file in `folder`: temp dot-file, fsync, rename, fsync the folder."""
-    os.makedirs(folder, exist_ok=True)
-    name = f"part-{uuid.uuid4().hex}.parquet"
-    tmp, final = os.path.join(folder, f".{name}.tmp"), os.path.join(folder, name)
-    try:
-        with open(tmp, "wb") as f:
-            pq.write_table(table, f, compression="zstd")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-    return final
+    """Write `table` as a new zstd Parquet file in `folder` (a path or URL), never seen half-written."""
+    path = storage.join(folder, f"part-{uuid.uuid4().hex}.parquet")
+    storage.write_file(path, lambda f: pq.write_table(table, f, compression="zstd"))
+    return path
 
 
 def read(out_dir: str, kind: str) -> pa.Table:
-    """All rows of one record kind under `out_dir` (partition columns come from the files themselves)."""
-    path = os.path.join(out_dir, kind)
-    schema = RECORD_TYPES[kind].schema
-    return ds.dataset(path, format="parquet", schema=schema, partitioning=None).to_table()
+    """All rows of one record kind under `out_dir`, a path or URL (partition columns come from the files themselves)."""
+    fs, path = storage.resolve(storage.join(out_dir, kind))
+    return ds.dataset(path, filesystem=fs, format="parquet", schema=RECORD_TYPES[kind].schema,
+                      partitioning=None).to_table()

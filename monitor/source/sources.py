@@ -23,7 +23,9 @@ from typing import Callable, Iterator
 from urllib.parse import urlsplit
 
 import av
+from pyarrow.fs import FileType
 
+from monitor import storage
 from monitor.errors import InputError
 from monitor.records import StreamEvent
 from monitor.redaction import redact
@@ -31,6 +33,7 @@ from monitor.source.frames import Frame
 from monitor.source.relay import RELAYED, Relay
 
 
+REMOTE_READ = 1 << 20  # bytes per read of a file in an object store (one ranged GET each; PyAV's 32 KiB is slow there)
 MAX_PIXELS = 7680 * 4320  # 8K UHD: larger frames are refused unless the limit is raised (memory: ~50 B a pixel queued)
 
 
@@ -56,7 +59,8 @@ class StreamInfo:
 
 
 class FileSource:
-    """Decodes the first video stream of `path`. `scale_to=(w, h)` resizes frames on extraction (references)."""
+    """Decodes the first video stream of `path`, a local file or an object-store URL (monitor/storage.py).
+    `scale_to=(w, h)` resizes frames on extraction (references)."""
 
     def __init__(self, path: str, stream_id: str | None = None, scale_to: tuple[int, int] | None = None,
                  max_pixels: int = MAX_PIXELS):
@@ -69,28 +73,43 @@ class FileSource:
         self._container, self._stream = self._open()
         self.info = _describe(self._container, self._stream)
         try:
-            _check_size(self.info, max_pixels, self.path)
+            _check_size(self.info, max_pixels, redact(self.path))
         except InputError:
             self.close()
             raise
 
     def _open(self):
-        if not os.path.exists(self.path):
+        name = redact(self.path)
+        target, self._file = self.path, None
+        if storage.is_url(self.path):  # read through a seekable remote file object: ranged reads, no local copy
+            kind = storage.info(self.path).type
+            if kind == FileType.Directory:
+                raise InputError(f"{name}: is a folder (prefix), not a media file")
+            if kind != FileType.File:
+                raise InputError(f"{name}: no such object")
+            target = self._file = storage.open_input(self.path)
+        elif not os.path.exists(self.path):
             raise InputError(f"{self.path}: no such file")
-        if os.path.isdir(self.path):
+        elif os.path.isdir(self.path):
             raise InputError(f"{self.path}: is a directory, not a media file")
         try:
-            container = av.open(self.path, metadata_errors="ignore")
+            container = av.open(target, metadata_errors="ignore", buffer_size=REMOTE_READ)  # the size: file objects only
         except av.error.FFmpegError as e:
+            self._close_file()
             reason = "a header FFmpeg rejects, e.g. an impossible frame size" if e.errno == errno.EBUSY else _reason(e)
-            raise InputError(f"{self.path}: FFmpeg cannot open it ({reason}): not media, or truncated before its index") from None
+            raise InputError(f"{name}: FFmpeg cannot open it ({reason}): not media, or truncated before its index") from None
         if not container.streams.video:
             kinds = sorted({s.type for s in container.streams}) or ["no streams"]
             container.close()
-            raise InputError(f"{self.path}: no video stream (has {', '.join(kinds)})")
+            self._close_file()
+            raise InputError(f"{name}: no video stream (has {', '.join(kinds)})")
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"  # frame + slice threading: the decoder is the cost floor
         return container, stream
+
+    def _close_file(self) -> None:
+        if self._file is not None:
+            self._file.close()
 
     def __iter__(self) -> Iterator[Frame]:
         """Every decoded frame in presentation order; damaged packets are counted and skipped, corrupt frames flagged."""
@@ -145,6 +164,7 @@ class FileSource:
 
     def close(self) -> None:
         self._container.close()
+        self._close_file()
 
     def __enter__(self):
         return self

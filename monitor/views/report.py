@@ -31,9 +31,12 @@ from datetime import datetime
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from pyarrow.fs import FileType
 
+from monitor import storage
 from monitor.alerts.engine import AlertSpan, alert_spans
 from monitor.errors import InputError
+from monitor.redaction import redact
 from monitor.scoring.metrics import SCORE_MEANING, better, grade, metric_info, unit, with_unit
 from monitor.summary import Segment, stretches
 from monitor.paths import inside
@@ -83,7 +86,7 @@ def build_report(results: str, rules: list | None = None) -> str:
     title = f"vqmon report: {', '.join(s.stream_id for s in streams)}"
     return (f"<!doctype html><html><head><meta charset=utf-8><title>{_e(title)}</title>"
             f'<link rel=icon href="data:,"><style>{CSS}</style></head><body>'
-            f"<h1>{_e(title)}</h1><p class=muted>records from {_e(os.path.abspath(results))}, "
+            f"<h1>{_e(title)}</h1><p class=muted>records from {_e(redact(storage.absolute(results)))}, "
             f"generated {datetime.now().astimezone():%Y-%m-%d %H:%M %Z}</p>"
             f"<p class=meaning>Values are in each metric's own unit (PSNR in dB). The {_e(SCORE_MEANING)}.</p>"
             f'<div class=legend><span><i class=sw style="background:{FRAME_COLOR}"></i>frame value</span>'
@@ -107,7 +110,7 @@ def write_report(results: str, out: str, rules: list | None = None) -> str:
 def _table(results: str, kind: str) -> pa.Table | None:
     from monitor.sinks.parquet import read
 
-    if not os.path.isdir(os.path.join(results, kind)):
+    if storage.info(storage.join(results, kind)).type != FileType.Directory:
         return None
     return read(results, kind)
 
@@ -115,8 +118,8 @@ def _table(results: str, kind: str) -> pa.Table | None:
 def load_streams(results: str) -> list[Stream]:
     frames = _table(results, "frames")
     if frames is None or frames.num_rows == 0:
-        raise InputError(f"{results}: no frame records (expected the Parquet output of vqmon score or watch: "
-                         f"{os.path.join(results, 'frames')}/)")
+        raise InputError(f"{redact(results)}: no frame records (expected the Parquet output of vqmon score or watch: "
+                         f"{redact(storage.join(results, 'frames'))}/)")
     windows, alerts, events = (_table(results, k) for k in ("windows", "alerts", "events"))
     frames = frames.filter(pc.is_valid(frames["pts_s"]))
     out = []
