@@ -12,11 +12,12 @@ import dataclasses
 import logging
 import math
 import os
+import threading
 import time
 
 import torch
 
-from monitor import __version__
+from monitor import __version__, storage
 from monitor.alerts.engine import AlertEngine, alert_spans
 from monitor.alerts.thumbnails import KEEP, ThumbnailStore
 from monitor.config import ModelSpec, StreamConfig
@@ -129,10 +130,12 @@ def _live(stream: StreamConfig, url: str, stream_id: str, listen: bool, on_event
 
 def score_file(stream: StreamConfig, sinks=(), *, device: str | torch.device = "auto", batch_size: int = 8,
                models=None, thumbnails_dir: str | None = None, on_progress=None,
-               signal_kernels: str = "auto") -> RunSummary:
+               signal_kernels: str = "auto", time_limit_s: float | None = None) -> RunSummary:
     """Score one file (`stream.url`, against `stream.ref` if set), write the records to `sinks` and close them.
 
     A file without a single decodable frame is an InputError: an empty table would read as "no problem".
+    So is a file still being scored after `time_limit_s` seconds (the run is stopped; the records
+    written so far are partial, which the batch job's staging discards).
     """
     dev = device if isinstance(device, torch.device) else pick_device(device)
     out = Sinks(sinks)
@@ -142,14 +145,22 @@ def score_file(stream: StreamConfig, sinks=(), *, device: str | torch.device = "
                  on_record=lambda r: alert_events.append(to_row(r)) if isinstance(r, AlertEvent) else None)
     source, pairer = pipe.source, pipe.pairer
     summary = RunSummary(stream.url, stream.id, source.info, pipe.sampler.describe(), reference=stream.ref)
+    expired = threading.Event()
+    timer = threading.Timer(time_limit_s, lambda: (expired.set(), pipe.stop())) if time_limit_s else None
     started = time.perf_counter()
     try:
+        if timer:
+            timer.start()
         pipe.run(on_progress)
     finally:
+        if timer:
+            timer.cancel()
         out.close()
         pipe.close()
     summary.elapsed_s = time.perf_counter() - started
     summary.frames_seen = pipe.frames_seen
+    if expired.is_set():
+        raise InputError(f"{redact(stream.url)}: time limit of {time_limit_s:g} s reached after {pipe.frames_seen} frames")
     if not pipe.frames_seen:
         raise InputError(f"{stream.url}: no decodable video frame"
                          + (f" ({source.stats.last_error})" if source.stats.last_error else ""))
@@ -164,5 +175,5 @@ def score_file(stream: StreamConfig, sinks=(), *, device: str | torch.device = "
 
 
 def thumbnails_dir(out: str | None) -> str | None:
-    """Alert evidence goes next to the records: OUT/thumbnails (none when records go to stdout)."""
-    return os.path.join(out, "thumbnails") if out and out != "-" else None
+    """Alert evidence goes next to the records: OUT/thumbnails (none when records go to stdout or a bucket)."""
+    return os.path.join(out, "thumbnails") if out and out != "-" and not storage.is_url(out) else None

@@ -11,7 +11,7 @@ import yaml
 from monitor import config
 from monitor.cli.commands import cmd_batch, cmd_live
 from monitor.cli.parser import build_parser
-from pipelines.batch import list_jobs
+from monitor.archive import list_jobs
 
 DEPLOY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "deploy")
 

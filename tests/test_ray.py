@@ -1,4 +1,5 @@
-"""Ray live and batch paths with a real local Ray (2 CPUs): supervisor restarts, resumable batch, same records as score."""
+"""Ray live and batch paths with a real local Ray (2 CPUs): supervisor restarts, resumable batch on Ray Data into a
+local folder, same records as score (tests/test_batch.py: buckets, a killed actor, --local)."""
 from __future__ import annotations
 
 import json
@@ -10,7 +11,7 @@ import pytest
 import ray
 
 from waiting import wait_for
-from monitor import config
+from monitor import archive, config
 from monitor.cli import main
 from monitor.samples import encode, panned_frames
 from monitor.sinks.parquet import read
@@ -97,7 +98,7 @@ def test_supervisor_reload_adds_and_removes_streams(tmp_path, capsys):
 
 
 @pytest.fixture
-def archive(tmp_path):
+def folder(tmp_path):
     """Six 40-frame files, one of them not media at all."""
     d = tmp_path / "in"
     d.mkdir()
@@ -107,7 +108,7 @@ def archive(tmp_path):
     return str(d)
 
 
-def test_batch_lists_the_corrupt_file_resumes_after_an_interrupt_without_duplicates(archive, tmp_path):
+def test_batch_lists_the_corrupt_file_resumes_after_an_interrupt_without_duplicates(folder, tmp_path):
     out = str(tmp_path / "out")
     first: list[dict] = []
 
@@ -117,12 +118,13 @@ def test_batch_lists_the_corrupt_file_resumes_after_an_interrupt_without_duplica
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        batch.run_batch(archive, out, batch.BatchOptions(device="cpu"), actors=2, on_done=interrupt_after_three)
-    rerun = batch.run_batch(archive, out, batch.BatchOptions(device="cpu"), actors=2)
+        batch.run_batch(archive.plan(folder, out), archive.BatchOptions(device="cpu"), actors=2,
+                        on_done=interrupt_after_three)
+    rerun = batch.run_batch(archive.plan(folder, out), archive.BatchOptions(device="cpu"), actors=2)
 
     assert rerun.skipped == 3
     assert not {e["path"] for e in first} & {e["path"] for e in rerun.scored + rerun.failed}
-    ledger = [json.loads(line) for line in open(os.path.join(out, batch.LEDGER))]
+    ledger = [json.loads(line) for line in open(os.path.join(out, archive.LEDGER))]
     assert len(ledger) == 6
     failed = [e for e in ledger if "error" in e]
     assert len(failed) == 1 and failed[0]["path"].endswith("broken.mp4") and "broken.mp4" in failed[0]["error"]
@@ -140,7 +142,7 @@ def test_batch_lists_the_corrupt_file_resumes_after_an_interrupt_without_duplica
 def read_summaries(out: str) -> list[dict]:
     import pyarrow.dataset as ds
 
-    return ds.dataset(os.path.join(out, "summaries"), format="parquet", schema=batch.SUMMARY_SCHEMA,
+    return ds.dataset(os.path.join(out, "summaries"), format="parquet", schema=archive.SUMMARY_SCHEMA,
                       partitioning=None).to_table().to_pylist()
 
 
@@ -153,8 +155,8 @@ def test_batch_records_equal_vqmon_score_with_a_reference_by_naming_rule(media, 
     plain, ray_out = str(tmp_path / "plain"), str(tmp_path / "ray")
     assert main(["score", str(videos / "clip.mp4"), "--ref", str(refs / "clip.mp4"), "--window", "1s",
                  "--out", plain, "--device", "cpu", "-q"]) == 0
-    result = batch.run_batch(str(videos), ray_out, batch.BatchOptions(window=config.parse_window("1s"), device="cpu"),
-                             ref_rule="../refs/{rel}{ext}")
+    result = batch.run_batch(archive.plan(str(videos), ray_out, ref_rule="../refs/{rel}{ext}"),
+                             archive.BatchOptions(window=config.parse_window("1s"), device="cpu"))
     assert [e["ref"] for e in result.scored] == [str(refs / "clip.mp4")]
 
     for kind, run_specific in (("frames", "ingest_ts"), ("windows", "emitted_ts")):

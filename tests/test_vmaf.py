@@ -205,14 +205,15 @@ def test_config_key_and_watch_score_fr_vmaf_on_aligned_frames(clips, tmp_path):
 
 
 def test_batch_passes_the_option_through(clips, tmp_path):
-    """What each `vqmon batch` actor runs per file (pipelines/batch.score_into), without Ray."""
+    """What each `vqmon batch` actor runs per file (monitor/archive.score_job), without Ray."""
     import pyarrow.dataset as ds
 
-    from pipelines.batch import BatchOptions, Job, score_into
+    from monitor.archive import BatchOptions, Job, score_job
 
     out = tmp_path / "batch"
-    score_into(Job(clips["dist"], "dist", clips["ref"]), str(out), BatchOptions(vmaf=VmafOptions(chunk_s=10.0)), [],
-               "cpu")
+    entry = score_job(Job(clips["dist"], "dist", clips["ref"]), str(out), BatchOptions(vmaf=VmafOptions(chunk_s=10.0)),
+                      [], "cpu")
+    assert "error" not in entry and entry["frames"] == N
     frames = ds.dataset(str(out / "frames"), format="parquet", partitioning="hive").to_table()
     rows = frames.filter(ds.field("metric") == "fr.vmaf").sort_by("frame_index")
     whole, _ = vqmon_vmaf(clips["dist"], clips["ref"])

@@ -2,7 +2,7 @@
 
 Exit codes: 0 ok; 1 done, with problems listed on stderr (batch files that failed, now or in an
 earlier run; a damaged file scored as far as it decodes; records a sink could not keep); 2 bad
-usage or input (one line on stderr); 130 interrupted. Ray is imported only inside the Ray commands (live, status, batch). Nothing in
+usage or input (one line on stderr); 130 interrupted. Ray is imported only inside the Ray commands (live, status, batch without --local). Nothing in
 monitor/, models/ or pipelines/ imports this package.
 """
 from __future__ import annotations

@@ -4,6 +4,7 @@ Each command imports what it needs (config imports torch), so `vqmon models` and
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
 import tempfile
@@ -83,17 +84,6 @@ def _flag(flag: str, parse, value):
         raise InputError(f"{flag}: {e}") from None
 
 
-def writable_folder(flag: str, path: str) -> None:
-    """`path` is (or can be made) a folder we can write in; checked before any scoring, not after the run."""
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise InputError(f"{flag} {path}: exists and is not a folder")
-    try:
-        os.makedirs(path, exist_ok=True)
-        tempfile.TemporaryFile(dir=path).close()
-    except OSError as e:
-        raise InputError(f"{flag} {path}: cannot write there ({e.strerror or e})") from None
-
-
 def writable_file(flag: str, path: str) -> None:
     """`path` can be written as a file (its folder exists and takes files), before any work is done."""
     if os.path.isdir(path):
@@ -123,7 +113,7 @@ def _scoring(args, vmaf_chunk_s: float) -> dict:
 
 
 def cmd_score(args) -> int:
-    from monitor import config
+    from monitor import config, storage
     from monitor.build import score_file, thumbnails_dir
     from monitor.scoring.scorers import pick_device
     from monitor.scoring.vmaf import FILE_CHUNK_S
@@ -132,6 +122,9 @@ def cmd_score(args) -> int:
 
     if args.report and (not args.out or args.out == "-" or args.format != "parquet"):
         raise InputError("--report needs --out DIR with Parquet output (the report is written next to it)")
+    if args.out and storage.is_url(args.out) and (args.report or args.format != "parquet"):
+        raise InputError(f"--out {args.out}: a bucket takes Parquet records only; for the report run "
+                         f"`vqmon report {args.out} --out report.html`")
     if args.vmaf and not args.ref:
         raise InputError("--vmaf needs --ref (VMAF compares with a reference)")
     if args.out == "-" and args.format != "jsonl":
@@ -145,7 +138,7 @@ def cmd_score(args) -> int:
     with FileSource(args.video, max_pixels=stream.max_pixels) as probe:  # a bad file fails here, before any model loads
         frames_estimate = probe.info.frames_estimate
     if args.out and args.out != "-":
-        writable_folder("--out", args.out)
+        storage.writable("--out", args.out)
     show = _console(stderr=args.out == "-")
     with _progress(transient=True, disable=args.quiet) as progress:
         task = progress.add_task(os.path.basename(args.video), total=frames_estimate)
@@ -161,11 +154,13 @@ def cmd_score(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from monitor import config
+    from pyarrow.fs import FileType
+
+    from monitor import config, storage
     from monitor.views.report import write_report
 
     rules = config.load_rules(args.alerts) if args.alerts else None
-    if not os.path.isdir(args.results):
+    if storage.info(args.results).type != FileType.Directory:
         raise InputError(f"{args.results}: no such results folder")
     writable_file("--out", args.out)
     print(write_report(args.results, args.out, rules))
@@ -472,37 +467,78 @@ def cmd_status(args) -> int:
 
 
 def cmd_batch(args) -> int:
-    """Score a folder or manifest of files on a Ray actor pool (pipelines/batch.py); a rerun resumes."""
-    from monitor import config
+    """Score a folder, bucket prefix or manifest of files on Ray Data (pipelines/batch.py), or in this process
+    (--local, monitor/archive.py); a rerun resumes."""
+    from monitor import archive, config, storage
     from monitor.scoring.vmaf import FILE_CHUNK_S
-    from pipelines.batch import BatchOptions, list_jobs, run_batch
 
-    list_jobs(args.source, args.ref_rule)  # bad input fails here, before Ray starts
-    opts = BatchOptions(device=_flag("--device", config.parse_device, args.device), batch_size=args.batch,
-                        **_scoring(args, FILE_CHUNK_S))
-    _ray_init(args.address)
+    if args.local:
+        for flag, value in (("--actors", args.actors), ("--gpus-per-actor", args.gpus_per_actor),
+                            ("--cpus-per-actor", args.cpus_per_actor), ("--address", args.address)):
+            if value is not None:
+                raise InputError(f"{flag}: places Ray actors, not with --local")
+    for flag, value, ok, want in (("--retries", args.retries, lambda v: v >= 0, "0 or more"),
+                                  ("--actors", args.actors, lambda v: v >= 1, "at least 1"),
+                                  ("--gpus-per-actor", args.gpus_per_actor, lambda v: v >= 0, "0 or more"),
+                                  ("--cpus-per-actor", args.cpus_per_actor, lambda v: v > 0, "more than 0")):
+        if value is not None and not ok(value):
+            raise InputError(f"{flag} {value:g}: must be {want}")
+    time_limit = _flag("--time-limit", config.parse_duration, args.time_limit) if args.time_limit else None
+    opts = archive.BatchOptions(device=_flag("--device", config.parse_device, args.device), batch_size=args.batch,
+                                retries=args.retries, time_limit_s=time_limit, **_scoring(args, FILE_CHUNK_S))
+    plan = archive.plan(args.source, args.out, args.ref_rule, args.retry_failed)  # bad input fails here, before Ray
+    if args.dry_run:
+        print_plan(plan)
+        return 0
+    storage.writable("--out", args.out)
     frames, started = [0], time.monotonic()
-    with _progress(transient=True, disable=args.quiet) as progress:
-        task = progress.add_task("files", total=None)
+    if args.local:
+        with _progress(transient=True, disable=args.quiet) as progress:
+            task = progress.add_task("files", total=len(plan.todo))
 
-        def done(entry: dict) -> None:
+            def done(entry: dict) -> None:
+                frames[0] += entry.get("frames", 0)
+                rate = frames[0] / max(time.monotonic() - started, 1e-9)
+                progress.update(task, advance=1, description=f"files · {rate:.0f} frames/s")
+
+            result = archive.run_local(plan, opts, on_done=done)
+    else:  # Ray Data shows the progress
+        _ray_init(args.address)
+        from pipelines.batch import run_batch
+
+        if args.quiet:
+            logging.getLogger("ray.data").setLevel(logging.WARNING)  # nor a line per dataset run
+
+        def count(entry: dict) -> None:
             frames[0] += entry.get("frames", 0)
-            rate = frames[0] / max(time.monotonic() - started, 1e-9)
-            progress.update(task, advance=1, description=f"files · {rate:.0f} frames/s")
 
-        result = run_batch(args.source, args.out, opts, ref_rule=args.ref_rule, actors=args.actors,
-                           gpus_per_actor=args.gpus_per_actor, retry_failed=args.retry_failed,
-                           on_start=lambda n: progress.update(task, total=n), on_done=done)
+        result = run_batch(plan, opts, actors=args.actors, gpus_per_actor=args.gpus_per_actor,
+                           cpus_per_actor=args.cpus_per_actor or 1, progress=not args.quiet, on_done=count)
     elapsed = time.monotonic() - started
-    err.print(f"vqmon batch: {len(result.scored)} file(s) scored ({frames[0]} frames, {elapsed:.1f} s), "
-              f"{len(result.failed)} failed, {result.skipped} already done"
+    err.print(f"vqmon batch: {len(result.scored)} file(s) scored ({frames[0]} frames, {elapsed:.1f} s, "
+              f"{frames[0] / max(elapsed, 1e-9):.0f} frames/s), {len(result.failed)} failed, "
+              f"{result.skipped} already done"
               f"{f' ({len(result.failed_before)} of them failed, not retried)' if result.failed_before else ''}; "
-              f"records in {args.out}", highlight=False)
+              f"records in {args.out}", highlight=False, markup=False)
     for e in result.failed:
         err.print(f"failed: {e['error']}", highlight=False, markup=False)
     for e in result.failed_before:
         err.print(f"failed earlier (--retry-failed to try again): {e['error']}", highlight=False, markup=False)
     return 1 if result.failed or result.failed_before else 0
+
+
+def print_plan(p) -> None:
+    """`vqmon batch --dry-run`: a line per file on stdout (score / done / failed), the counts on stderr."""
+    from monitor.redaction import redact
+
+    for j in p.todo:
+        print(f"score  {redact(j.path)}  as {j.stream_id}" + (f"  ref {redact(j.ref)}" if j.ref else ""))
+    for j in p.done:
+        e = p.ledger.entries[j.path]
+        print(f"failed {e['error']}" if "error" in e else f"done   {redact(j.path)}")
+    failed = f" ({len(p.failed_before)} of them failed; --retry-failed scores them again)" if p.failed_before else ""
+    err.print(f"vqmon batch --dry-run: {len(p.todo)} file(s) to score, {len(p.done)} already done{failed}; "
+              "nothing written", highlight=False, markup=False)
 
 
 def cmd_sample(args) -> int:

@@ -30,13 +30,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("score", help="score a video file frame by frame and window by window")
-    s.add_argument("video", help="video file (any container/codec FFmpeg reads)")
+    s.add_argument("video", help="video file (any container/codec FFmpeg reads), local or s3://, gs://, az://")
     s.add_argument("--ref", help="reference file for full-reference metrics (paired by pts, scaled to the video's size)")
     s.add_argument("--ref-offset", type=int, default=0, metavar="N",
                    help="reference frame i+N pairs with video frame i (default 0)")
     s.add_argument("--sample", default="all", help=SAMPLE_HELP)
     s.add_argument("--window", default="2s", help=WINDOW_HELP)
-    s.add_argument("--out", help="output folder for records ('-' = stdout with --format jsonl)")
+    s.add_argument("--out", help="output folder or bucket prefix for records ('-' = stdout with --format jsonl)")
     s.add_argument("--format", choices=("parquet", "jsonl"), default="parquet",
                    help="records as Parquet datasets or JSON lines (default parquet)")
     s.add_argument("--device", default="auto", help=DEVICE_HELP)
@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=commands.cmd_score)
 
     r = sub.add_parser("report", help="one self-contained HTML report over the Parquet output of score or watch")
-    r.add_argument("results", help="the --out folder of vqmon score or watch")
+    r.add_argument("results", help="the --out folder (or bucket prefix) of vqmon score, watch or batch")
     r.add_argument("--out", default="report.html", help="HTML file to write (default report.html)")
     r.add_argument("--alerts", metavar="FILE", help="alert rules, for the time-below-threshold columns")
     r.set_defaults(func=commands.cmd_report)
@@ -98,21 +98,32 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--address", default="auto", help="Ray cluster address (default: auto)")
     st.set_defaults(func=commands.cmd_status)
 
-    b = sub.add_parser("batch", help="score a folder or CSV manifest of files on a Ray actor pool (resumable)")
-    b.add_argument("source", help="folder of videos (recursive) or CSV manifest with columns video[,ref][,stream_id]")
-    b.add_argument("--out", required=True, help="output folder: Parquet records, summaries/, _ledger.jsonl")
+    b = sub.add_parser("batch", help="score a folder, bucket prefix or CSV manifest of files on Ray Data (resumable)")
+    b.add_argument("source", help="folder or bucket prefix of videos (recursive; s3://, gs://, az://), or a CSV "
+                                  "manifest with columns video[,ref][,stream_id]")
+    b.add_argument("--out", required=True, help="output folder or bucket prefix: Parquet records, summaries/, "
+                                                "_ledger.jsonl")
     b.add_argument("--ref-rule", metavar="TEMPLATE",
                    help="reference per video by name, e.g. '../refs/{rel}{ext}' ({dir} {stem} {ext} {rel})")
+    b.add_argument("--dry-run", action="store_true", help="list what would be scored and what is already done; "
+                                                          "write nothing")
+    b.add_argument("--local", action="store_true", help="score in this process, one file after another, without "
+                                                        "Ray (same output)")
+    b.add_argument("--time-limit", metavar="DURATION", help="a file still being scored after this long fails, "
+                                                            "e.g. 30m (default: no limit)")
+    b.add_argument("--retries", type=int, default=2, help="further tries of a file whose scoring failed other than "
+                                                          "by its own fault: a store error, a crashed actor (default 2)")
+    b.add_argument("--retry-failed", action="store_true", help="score files that failed in an earlier run again")
     b.add_argument("--actors", type=int, help="scoring actors (default: one per GPU, else 1)")
     b.add_argument("--gpus-per-actor", type=float, help="GPU share per actor (default: 1 with GPUs, else 0)")
-    b.add_argument("--retry-failed", action="store_true", help="score files that failed in an earlier run again")
+    b.add_argument("--cpus-per-actor", type=float, help="CPUs per actor (default 1)")
     b.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
     for flag, default in (("--sample", "all"), ("--window", "2s"), ("--device", "auto")):
         b.add_argument(flag, default=default, help=f"as for `vqmon score` (default {default})")
     b.add_argument("--batch", type=int, default=8, help="frames per scoring batch (default 8)")
     b.add_argument("--model", action="append", default=[], metavar="NAME[/VARIANT][:WEIGHTS]", help=MODEL_HELP)
     _vmaf_flags(b)
-    b.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    b.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     b.set_defaults(func=commands.cmd_batch)
 
     e = sub.add_parser("eval", help="correlate quality models (and baselines) with labels: SRCC, KRCC, PLCC, RMSE")
