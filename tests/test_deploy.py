@@ -1,6 +1,7 @@
 """deploy/ for Ray: the manifests parse, hang together, and run real vqmon commands with valid configs."""
 from __future__ import annotations
 
+import inspect
 import os
 import re
 import shlex
@@ -8,7 +9,7 @@ import shlex
 import pytest
 import yaml
 
-from monitor import config
+from monitor import config, storage
 from monitor.cli.commands import cmd_batch, cmd_live
 from monitor.cli.parser import build_parser
 from monitor.archive import list_jobs
@@ -60,22 +61,34 @@ def dockerfile_image_tag() -> str:
     return re.search(r"-t (\S+) \.", text)[1]
 
 
-def test_raycluster_and_batch_rayjob():
+def test_raycluster():
     tag = dockerfile_image_tag().split(":")[1]
     cluster = by_kind("kuberay/raycluster.yaml")
     assert cluster["RayCluster"]["apiVersion"] == "ray.io/v1"
     image = cluster["RayCluster"]["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["image"]
     assert image.endswith(f":{tag}")
     check_cluster_spec(cluster["RayCluster"]["spec"], image)
-    claim = cluster["PersistentVolumeClaim"]["metadata"]["name"]
     assert "ReadWriteMany" in cluster["PersistentVolumeClaim"]["spec"]["accessModes"]
 
+
+def test_batch_rayjob_reads_a_bucket_with_credentials_from_a_secret():
+    image = by_kind("kuberay/raycluster.yaml")["RayCluster"]["spec"]["headGroupSpec"]["template"]["spec"][
+        "containers"][0]["image"]
     job = by_kind("kuberay/rayjob-batch.yaml")["RayJob"]
     check_cluster_spec(job["spec"]["rayClusterSpec"], image)
-    for pod in pod_templates(job["spec"]["rayClusterSpec"]):
-        assert {v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"]} == {claim}
     args = vqmon_command(job["spec"]["entrypoint"])
-    assert args.func is cmd_batch and args.out.startswith("/data/") and args.source.startswith("/data/")
+    assert args.func is cmd_batch and args.source.startswith("s3://") and args.out.startswith("s3://")
+    assert config.parse_duration(args.time_limit) > 0 and not args.local
+    text = open(os.path.join(DEPLOY, "kuberay", "rayjob-batch.yaml"), encoding="utf-8").read()
+    [secret] = re.findall(r"kubectl create secret generic (\S+)", text)
+    for pod in pod_templates(job["spec"]["rayClusterSpec"]):  # the driver and every actor read the buckets
+        for c in pod["containers"]:
+            assert c["envFrom"] == [{"secretRef": {"name": secret}}]
+            assert not [e for e in c.get("env", []) if e["name"].startswith("AWS_") and "value" in e]
+    keys = re.findall(r"--from-literal=(\w+)=", text)
+    assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= set(keys)
+    documented = inspect.getdoc(storage)
+    assert all(k in documented for k in keys)  # the names monitor/storage.py (and pyarrow under it) read
 
 
 def test_live_manifest_runs_vqmon_live_with_a_valid_mounted_config():
