@@ -237,3 +237,15 @@ def test_eval_puts_nr_and_fr_label_sets_in_one_table(tmp_path, capsys):
     assert rows[("var-Laplacian", "all")] == "8" and rows[("SSIM-Y", "all")] == "4"
     shown = capsys.readouterr().out
     assert "mos.csv" in shown and "fr.csv" in shown
+
+
+def test_eval_never_pools_human_mos_with_vmaf_labels(tmp_path):
+    """MOS and VMAF are different scales: beside a corpus, a human-rated set gets its own row, not a share of "all"."""
+    _corpus(tmp_path / "corpus")
+    (tmp_path / "photos").mkdir()
+    _ladder(tmp_path / "photos")
+    (tmp_path / "photos" / "mos.csv").write_text("path,mos\n" + "".join(f"blur{i}.png,{4 - i}\n" for i in range(4)))
+    items = evaluate.read_corpus(tmp_path / "corpus") + evaluate.read_csv(tmp_path / "photos" / "mos.csv")
+    rows = evaluate.evaluate_models({"liqe": registry.create("liqe", "lite", weights=None)}, items, n_boot=0,
+                                    baselines=False)
+    assert [(r["subset"], r["n"]) for r in rows] == [("bsds500", 6), ("kodak24", 6), ("photos", 4), ("all VMAF", 12)]

@@ -263,14 +263,20 @@ def model_label(model) -> str:
 
 def _rows(method: str, kind: str, scores: np.ndarray, negated: bool, items: list[Item], n_boot: int,
           seed: int) -> list[dict]:
-    """One result per subset (when there are several) and one for all items."""
+    """One result per subset (when there are several) and one pooled over all items with the same kind of
+    label: human MOS and VMAF are different scales, so "all" never mixes them ("all MOS" and "all VMAF" then)."""
     subsets = np.array([it.subset for it in items])
     mos = np.array([it.mos for it in items])
     sources = np.array([it.source for it in items])
+    labels = np.array(["VMAF" if it.vmaf is not None else "MOS" for it in items])
     names = sorted(set(subsets))
+    pools = {"all": np.ones(len(items), bool)}
+    if len(set(labels)) > 1:
+        pools = {f"all {label}": labels == label for label in ("MOS", "VMAF")
+                 if len(set(subsets[labels == label])) > 1}
     rows = []
-    for subset in (names if len(names) > 1 else []) + ["all"]:
-        sel = np.ones(len(items), bool) if subset == "all" else subsets == subset
+    for subset in (names if len(names) > 1 else []) + list(pools):
+        sel = pools[subset] if subset in pools else subsets == subset
         row = {"method": method, "kind": kind, "negated": negated, "subset": subset, "n": int(sel.sum())}
         if sel.sum() >= 3:
             row.update(correlations(scores[sel], mos[sel], n_boot=n_boot, seed=seed))
