@@ -12,7 +12,8 @@ One run scores the same clips every way, with the same options, into Parquet:
 Ray rows include starting the actors (process spawn, imports; a row of two one-frame files
 measures that alone); Ray itself is started before the clock. Rounds interleave the rows; each
 row keeps its fastest round.
-Usage: python bench/batch_throughput.py [--files 6] [--seconds 8] [--width 640 --height 360] [--repeat 3]
+With --model NAME (repeatable) every path also runs that quality model, as `vqmon batch --model` would.
+Usage: python bench/batch_throughput.py [--files 6] [--seconds 8] [--width 640 --height 360] [--repeat 3] [--model liqe]
 """
 from __future__ import annotations
 
@@ -33,19 +34,19 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 from s3 import s3_server  # noqa: E402
 
 from monitor import archive, storage  # noqa: E402
-from monitor.build import score_file  # noqa: E402
+from monitor.build import load_model, score_file  # noqa: E402
+from monitor.config import parse_models  # noqa: E402
 from monitor.samples import encode, panned_frames  # noqa: E402
 from monitor.sinks.parquet import ParquetSink  # noqa: E402
 from monitor.source.sources import REMOTE_READ  # noqa: E402
 from pipelines.batch import run_batch  # noqa: E402
 
 BUCKET_IN, BUCKET_OUT = "bench-archive", "bench-results"
-OPTS = archive.BatchOptions(device="cpu")
 
 
-def plain(paths: list[str], out: str) -> int:
-    return sum(score_file(OPTS.stream(archive.Job(p, os.path.splitext(os.path.basename(p))[0])),
-                          [ParquetSink(out)], device="cpu").frames_seen for p in paths)
+def plain(paths: list[str], out: str, opts: archive.BatchOptions, models: list) -> int:
+    return sum(score_file(opts.stream(archive.Job(p, os.path.splitext(os.path.basename(p))[0])),
+                          [ParquetSink(out)], device="cpu", models=models).frames_seen for p in paths)
 
 
 def frames_of(result: archive.BatchResult) -> int:
@@ -57,17 +58,18 @@ def frames_of(result: archive.BatchResult) -> int:
 class PoolScorer:
     """A member of the actor pool `vqmon batch` ran before Ray Data: models load once, files come one at a time."""
 
-    def __init__(self, out: str):
-        self.out = out
+    def __init__(self, out: str, opts: archive.BatchOptions):
+        self.out, self.opts = out, opts
+        self.models = [load_model(spec, "cpu") for spec in opts.models]
 
     def score(self, job: archive.Job) -> dict:
-        return archive.score_job(job, self.out, OPTS, [], "cpu")
+        return archive.score_job(job, self.out, self.opts, self.models, "cpu")
 
 
-def previous_pool(p: archive.Plan, actors: int) -> archive.BatchResult:
+def previous_pool(p: archive.Plan, opts: archive.BatchOptions, actors: int) -> archive.BatchResult:
     """The previous scheduling: ray.wait on one file per actor, the next file to whichever actor is free."""
     def score_all(todo):
-        pool = [PoolScorer.options(num_cpus=1).remote(p.out) for _ in range(min(actors, len(todo)))]
+        pool = [PoolScorer.options(num_cpus=1).remote(p.out, opts) for _ in range(min(actors, len(todo)))]
         pending, inflight = list(reversed(todo)), {}
 
         def submit(actor) -> None:
@@ -113,7 +115,10 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=640)
     ap.add_argument("--height", type=int, default=360)
     ap.add_argument("--repeat", type=int, default=3, help="rounds over all rows; each row keeps its fastest")
+    ap.add_argument("--model", action="append", default=[], help="a quality model every path also runs (repeatable)")
     args = ap.parse_args()
+    opts = archive.BatchOptions(device="cpu", models=parse_models(args.model))
+    models = [load_model(spec, "cpu") for spec in opts.models]
     n = int(args.seconds * 25)
     with tempfile.TemporaryDirectory() as d, s3_server(BUCKET_IN, BUCKET_OUT) as s3:
         folder = os.path.join(d, "in")
@@ -148,17 +153,17 @@ def main() -> None:
         for where in ("local", "S3"):
             rows += [
                 ("plain score_file, in a loop", where, n_files,
-                 lambda w=where: plain(paths if w == "local" else urls, out[w]())),
+                 lambda w=where: plain(paths if w == "local" else urls, out[w](), opts, models)),
                 ("vqmon batch --local", where, n_files,
-                 lambda w=where: frames_of(archive.run_local(archive.plan(src[w], out[w]()), OPTS))),
+                 lambda w=where: frames_of(archive.run_local(archive.plan(src[w], out[w]()), opts))),
                 ("vqmon batch, Ray Data, 2 actors", where, n_files,
-                 lambda w=where: frames_of(run_batch(archive.plan(src[w], out[w]()), OPTS, actors=2, progress=False))),
+                 lambda w=where: frames_of(run_batch(archive.plan(src[w], out[w]()), opts, actors=2, progress=False))),
                 ("previous actor pool, 2 actors", where, n_files,
-                 lambda w=where: frames_of(previous_pool(archive.plan(src[w], out[w]()), 2))),
+                 lambda w=where: frames_of(previous_pool(archive.plan(src[w], out[w]()), opts, 2))),
             ]
         rows.append(("vqmon batch, Ray Data, 2 actors: start-up (2 one-frame files)", "local", 2,
-                     lambda: frames_of(run_batch(archive.plan(tiny, local_out()), OPTS, actors=2, progress=False))))
-        plain(paths[:1], local_out())  # page cache, torch and codec init
+                     lambda: frames_of(run_batch(archive.plan(tiny, local_out()), opts, actors=2, progress=False))))
+        plain(paths[:1], local_out(), opts, models)  # page cache, torch and codec init
         best: dict[tuple[str, str], tuple[int, float]] = {}
         for _ in range(args.repeat):
             for name, where, _, fn in rows:
@@ -170,7 +175,7 @@ def main() -> None:
         ray.shutdown()
     base = best["plain score_file, in a loop", "local"][1]
     table = Table(title=f"best of {args.repeat}: {args.files} files × {n} frames, {args.width}×{args.height} H.264, "
-                        f"NR signals, {os.cpu_count()} CPU cores, CPU")
+                        f"NR signals{''.join(f' + {m}' for m in args.model)}, {os.cpu_count()} CPU cores, CPU")
     for col in ("path", "files from → to", "frames", "seconds", "frames/s", "files/min", "time × plain local"):
         table.add_column(col, justify="left" if col in ("path", "files from → to") else "right")
     for name, where, files, _ in rows:

@@ -19,6 +19,7 @@ from datetime import datetime
 from monitor import build
 from monitor.config import WatchConfig
 from monitor.errors import InputError
+from monitor.malloc import share_malloc_arena
 from monitor.pipeline import StreamPipeline
 from monitor.records import AlertEvent, FrameScore, StreamEvent, WindowStat, utcnow
 from monitor.scoring.metrics import metric_info, with_unit
@@ -109,6 +110,7 @@ class Watcher:
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
+        share_malloc_arena()  # the stream threads score at main-thread speed
         for sid, pipe in self.pipelines.items():
             t = threading.Thread(target=self._run, args=(sid, pipe), name=f"stream-{sid}", daemon=True)
             t.start()

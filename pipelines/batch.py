@@ -23,6 +23,7 @@ from ray.util.annotations import RayDeprecationWarning
 
 from monitor import archive
 from monitor.archive import BatchOptions, BatchResult, Plan
+from monitor.malloc import MALLOC_ENV
 from monitor.redaction import redact
 
 # Test hook: a file holding a video's path; the actor scoring that video deletes the file and exits at
@@ -98,7 +99,7 @@ def run_batch(p: Plan, opts: BatchOptions = BatchOptions(), actors: int | None =
             ds = ds.map_batches(ScoreFiles, fn_constructor_kwargs={"out": p.out, "opts": opts}, batch_size=1,
                                 batch_format="pyarrow", num_cpus=cpus_per_actor, num_gpus=gpus_per_actor,
                                 compute=ray.data.ActorPoolStrategy(size=size, max_tasks_in_flight_per_actor=1),
-                                max_task_retries=opts.retries)
+                                max_task_retries=opts.retries, runtime_env={"env_vars": MALLOC_ENV})
         returned = set()
         for row in ds.iter_rows():
             e = json.loads(row["entry"])

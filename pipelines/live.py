@@ -20,6 +20,7 @@ import traceback
 import ray
 
 from monitor.config import OTelOptions, WatchConfig
+from monitor.malloc import MALLOC_ENV
 from monitor.records import StreamEvent
 from monitor.sinks import Sinks
 
@@ -115,7 +116,8 @@ class Supervisor:
             return changes
 
     def _start(self, s: _Stream) -> _Stream:
-        s.handle = StreamMonitor.options(num_gpus=s.cfg.ray.num_gpus, num_cpus=s.cfg.ray.num_cpus).remote(s.cfg)
+        s.handle = StreamMonitor.options(num_gpus=s.cfg.ray.num_gpus, num_cpus=s.cfg.ray.num_cpus,
+                                         runtime_env={"env_vars": MALLOC_ENV}).remote(s.cfg)
         s.state, s.restart_at, s.last = "starting", None, {}
         return s
 
