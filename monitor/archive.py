@@ -220,8 +220,9 @@ def plan(source: str, out: str, ref_rule: str | None = None, retry_failed: bool 
     jobs = list_jobs(source, ref_rule)
     out = storage.absolute(out)
     ledger = Ledger(out)
-    done = [j for j in jobs if ledger.finished(j, retry_failed)]
-    todo = [j for j in jobs if not ledger.finished(j, retry_failed)]
+    finished = [ledger.finished(j, retry_failed) for j in jobs]
+    done = [j for j, f in zip(jobs, finished) if f]
+    todo = [j for j, f in zip(jobs, finished) if not f]
     return Plan(out, todo, done, [ledger.entries[j.path] for j in done if "error" in ledger.entries[j.path]], ledger)
 
 

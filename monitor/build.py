@@ -162,7 +162,7 @@ def score_file(stream: StreamConfig, sinks=(), *, device: str | torch.device = "
     if expired.is_set():
         raise InputError(f"{redact(stream.url)}: time limit of {time_limit_s:g} s reached after {pipe.frames_seen} frames")
     if not pipe.frames_seen:
-        raise InputError(f"{stream.url}: no decodable video frame"
+        raise InputError(f"{redact(stream.url)}: no decodable video frame"
                          + (f" ({source.stats.last_error})" if source.stats.last_error else ""))
     summary.decode_errors, summary.last_error = source.stats.decode_errors, source.stats.last_error
     summary.corrupt_frames, summary.retimed = source.stats.corrupt_frames, source.stats.retimed

@@ -25,6 +25,18 @@ class Collect(Sink):
         self.records += list(records)
 
 
+
+class InterruptAfter:
+    """A batch run's `on_done` that keeps the entries and interrupts (as Ctrl-C would) after the n-th."""
+
+    def __init__(self, n: int):
+        self.n, self.entries = n, []
+
+    def __call__(self, entry: dict) -> None:
+        self.entries.append(entry)
+        if len(self.entries) == self.n:
+            raise KeyboardInterrupt
+
 @pytest.fixture(scope="session")
 def media(tmp_path_factory):
     """Lossless reference, x264 encodes at CRF 18/28/38/48, and a CRF-23 clip with a freeze and a black stretch."""

@@ -13,6 +13,7 @@ import sys
 
 import pytest
 
+from conftest import InterruptAfter
 from monitor import archive
 from monitor.cli import main
 from monitor.samples import encode, panned_frames
@@ -88,16 +89,11 @@ def test_bucket_to_bucket_equals_score_resumes_without_duplicates_and_keeps_cred
     from pipelines import batch
 
     out = f"s3://{RESULTS}/run"
-    first: list[dict] = []
-
-    def interrupt_after_three(entry):
-        first.append(entry)
-        if len(first) == 3:
-            raise KeyboardInterrupt
-
+    interrupt = InterruptAfter(3)
     with pytest.raises(KeyboardInterrupt):
         batch.run_batch(archive.plan(SOURCE, out), archive.BatchOptions(device="cpu"), actors=2,
-                        on_done=interrupt_after_three)
+                        on_done=interrupt)
+    first = interrupt.entries
     saved = [json.loads(line) for line in s3.get_object(Bucket=RESULTS, Key="run/_ledger.jsonl")["Body"].iter_lines()]
     assert sorted(e["path"] for e in saved) == sorted(e["path"] for e in first)  # the interrupt saved the ledger
 

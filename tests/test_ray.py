@@ -11,6 +11,7 @@ import pytest
 import ray
 
 from waiting import wait_for
+from conftest import InterruptAfter
 from monitor import archive, config
 from monitor.cli import main
 from monitor.samples import encode, panned_frames
@@ -110,16 +111,11 @@ def folder(tmp_path):
 
 def test_batch_lists_the_corrupt_file_resumes_after_an_interrupt_without_duplicates(folder, tmp_path):
     out = str(tmp_path / "out")
-    first: list[dict] = []
-
-    def interrupt_after_three(entry):
-        first.append(entry)
-        if len(first) == 3:
-            raise KeyboardInterrupt
-
+    interrupt = InterruptAfter(3)
     with pytest.raises(KeyboardInterrupt):
         batch.run_batch(archive.plan(folder, out), archive.BatchOptions(device="cpu"), actors=2,
-                        on_done=interrupt_after_three)
+                        on_done=interrupt)
+    first = interrupt.entries
     rerun = batch.run_batch(archive.plan(folder, out), archive.BatchOptions(device="cpu"), actors=2)
 
     assert rerun.skipped == 3

@@ -15,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from monitor.errors import InputError
+from monitor.redaction import redact
 
 err = Console(stderr=True, soft_wrap=True)
 
@@ -161,7 +162,7 @@ def cmd_report(args) -> int:
 
     rules = config.load_rules(args.alerts) if args.alerts else None
     if storage.info(args.results).type != FileType.Directory:
-        raise InputError(f"{args.results}: no such results folder")
+        raise InputError(f"{redact(args.results)}: no such results folder")
     writable_file("--out", args.out)
     print(write_report(args.results, args.out, rules))
     return 0
@@ -529,8 +530,6 @@ def cmd_batch(args) -> int:
 
 def print_plan(p) -> None:
     """`vqmon batch --dry-run`: a line per file on stdout (score / done / failed), the counts on stderr."""
-    from monitor.redaction import redact
-
     for j in p.todo:
         print(f"score  {redact(j.path)}  as {j.stream_id}" + (f"  ref {redact(j.ref)}" if j.ref else ""))
     for j in p.done:
