@@ -82,6 +82,84 @@ def test_corpus_is_deterministic_and_resumes(tiny_corpus):
     assert by_item(rows(tiny_corpus)) == by_item(first)
 
 
+def test_pan_clip_is_encoded_video_of_a_moving_still(tmp_path, monkeypatch):
+    """A pan clip (training video made from a still): real motion, a lossy master as reference, and every
+    codec sweep falling in VMAF as its CRF rises, per picked frame. Small frames keep it quick."""
+    monkeypatch.setattr(corpus, "PAN_SIZE", (320, 180))
+    monkeypatch.setattr(corpus, "PAN_FRAMES", 10)
+    still = tmp_path / "astronaut.png"
+    Image.fromarray(data.astronaut()).save(still)
+    source = {"path": str(still), "split": "train", "subset": "train", "key": "train/astronaut"}
+    img = corpus.read_pristine(still)
+    frames, capture = corpus.pan_frames(img, corpus.stable_rng(3, "pan", source["key"]))
+    again, _ = corpus.pan_frames(img, corpus.stable_rng(3, "pan", source["key"]))
+    assert all(np.array_equal(a, b) for a, b in zip(frames, again))  # a function of (seed, key)
+    assert len(frames) == 10 and frames[0].shape == (180, 320, 3)
+    assert np.abs(frames[0].astype(int) - frames[-1].astype(int)).mean() > 5  # the camera moved
+    assert corpus.PAN_MEZZANINE_CRF[0] <= capture["crf"] <= corpus.PAN_MEZZANINE_CRF[1]
+
+    items = corpus.run_pan_job(tmp_path / "out", 3, source)
+    codecs = sum(len(crfs) - 1 for _, crfs, _ in corpus.CODECS.values())  # no ladder rung is below 180 lines
+    assert len(items) == corpus.PAN_PICKS * (1 + codecs)
+    assert {(r["split"], r["subset"]) for r in items} == {("train", "pan:train")}
+    frame_sources = sorted({r["source"] for r in items})
+    assert frame_sources == ["pan:train/astronaut/f0000", "pan:train/astronaut/f0004", "pan:train/astronaut/f0009"]
+    for src in frame_sources:
+        got = {(r["distortion"], r["level"]): r for r in items if r["source"] == src}
+        assert got[("pristine", 0)]["vmaf"] > 90
+        for codec in corpus.CODECS:
+            vmaf = [got[(codec, level)]["vmaf"] for level in (2, 3, 4)]
+            assert vmaf == sorted(vmaf, reverse=True), (src, codec, vmaf)
+        assert corpus.read_rgb(tmp_path / "out" / got[("h264", 4)]["path"]).shape == (180, 320, 3)
+
+
+def test_pan_clips_come_from_large_training_stills_last_in_the_plan(tmp_path):
+    """Only training stills large enough for a 720p pan get one (every PAN_EVERY-th), and their jobs come
+    after all others, so a corpus built before keeps its row order (and its feature cache) when they are added."""
+    for folder, n, size in (("train", 5, (1024, 700)), ("train", 2, (480, 320)), ("val", 2, (1024, 700))):
+        (tmp_path / folder).mkdir(exist_ok=True)
+        for i in range(n):
+            Image.fromarray(data.coffee()).resize(size).save(tmp_path / folder / f"{size[0]}-{i}.png")
+    jobs = corpus.plan(corpus.find_sources(tmp_path, ("train",), ("val",)), seed=0)
+    pans = [j for j in jobs if j.kind == "pan"]
+    assert [j.args["source"]["key"] for j in pans] == [f"train/1024-{i}" for i in range(0, 5, corpus.PAN_EVERY)]
+    assert [j.kind for j in jobs[-len(pans):]] == ["pan"] * len(pans)
+
+
+def test_feature_cache_grows_by_parts(tiny_corpus, tmp_path):
+    """Rows appended to a corpus get a new cache part with only their crops; earlier parts are kept as
+    they are, and the grown cache serves the same batches as one built in one go."""
+    from pipelines.train import features
+
+    train_rows = [r for r in rows(tiny_corpus) if r["split"] == "train" and (r["vmaf"] is not None or r["teacher"] == "level")]
+    sources = sorted({r["source"] for r in train_rows})
+    older = [r for r in train_rows if r["source"] == sources[0]]
+    grown, whole = tmp_path / "grown", tmp_path / "whole"
+    for d in (grown, whole):
+        d.mkdir()
+        (d / "images").symlink_to(tiny_corpus / "images")
+    features.build(grown, older)
+    before = {p.name: p.stat().st_mtime_ns for p in (grown / "cache").glob("*.npy")}
+    appended = older + [r for r in train_rows if r["source"] != sources[0]]
+    cache = features.build(grown, appended)
+    assert [p.name for p in features.part_dirs(grown / "cache")] == ["cache", "part1"]
+    assert {p.name: p.stat().st_mtime_ns for p in (grown / "cache").glob("*.npy")} == before
+    assert len(np.load(grown / "cache" / "part1" / "pixels.npy", mmap_mode="r")) == len(appended) - len(older)
+    assert features.build(grown, appended).meta["items"] == cache.meta["items"]  # complete: nothing to add
+    assert not (grown / "cache" / "part2").exists()
+
+    one = features.build(whole, appended)
+    assert cache.meta["items"] == one.meta["items"] == [r["item"] for r in appended]
+    idx = np.arange(len(cache))
+    a, b = cache.batch(idx, ("pixels", "ref_pixels", "gsn_tap2")), one.batch(idx, ("pixels", "ref_pixels", "gsn_tap2"))
+    assert torch.equal(a["pixels"], b["pixels"]) and torch.equal(a["ref_pixels"], b["ref_pixels"])
+    torch.testing.assert_close(a["gsn_tap2"], b["gsn_tap2"], rtol=0.02, atol=0.02)  # same crops, batched differently
+    assert sorted(map(len, cache.by_group)) == sorted(map(len, one.by_group))  # the same sources share a reference
+
+    features.build(grown, appended[::-1])  # not an extension of what is cached: rebuilt from scratch
+    assert [p.name for p in features.part_dirs(grown / "cache")] == ["cache"]
+
+
 @pytest.mark.parametrize("name", ["liqe", "gsn", "mfenet", "nemg"])
 def test_train_saves_loadable_partial_weights_and_resumes(tiny_corpus, tmp_path, name):
     out = tmp_path / name

@@ -13,6 +13,8 @@ hundred photos costs a few encoder runs, not thousands. For VMAF every item is s
 row, so its motion term is 0 (a photo has no motion) instead of measuring the cut to the next
 photo. Video clips are encoded as real video (P/B frames) and labelled frame by frame with the
 motion term as VMAF measures it in use; a few evenly spaced frames per encode become items.
+The training split gets video the same way from pan clips: a camera pan over each large
+training still, captured and mastered like real footage (`pan_frames`).
 
 Scale: VMAF is already 0–100, higher is better. Models with a [0, 1] native range train on
 VMAF/100, LIQE's 1–5 levels on 1 + 4·VMAF/100 (see pipelines/train/recipes.py), so a shipped
@@ -97,6 +99,17 @@ PIXEL_FAMILIES = 6  # pixel-domain distortion types drawn per pristine image, ea
 VAL_IMAGES_PER_SUBSET = 50  # validation images kept per folder (evenly spaced): validation cost stays bounded
 VIDEO_FRAMES = 120  # frames of a clip that are encoded
 FRAMES_PER_ENCODE = 6  # evenly spaced frames of each encode that become items
+# Pan clips (training video): a camera pan over a large training still, rendered at a streaming size and
+# captured like real footage (lens softness, temporal sensor noise, a lossy mezzanine encode whose decode is
+# the clip's reference), then put through the clips' codec sweep and ladder. Why: the training stills hold
+# no 720p video frames, and the held-out clips (soft, already-compressed footage) are where every learned
+# score lost to PSNR-Y.
+PAN_SIZE = (1280, 720)
+PAN_FRAMES = 30
+PAN_PICKS = 3  # evenly spaced frames of each encode that become items
+PAN_MIN_SIDE = 900  # stills with a shorter long side would be upscaled more than about 1.7x
+PAN_EVERY = 2  # every 2nd large training still gets a pan clip: corpus build time stays bounded
+PAN_MEZZANINE_CRF = (12, 28)  # x264 CRF range of the clip's own master encode
 
 ITEM_SCHEMA = pa.schema([
     ("item", pa.string()), ("split", pa.string()), ("subset", pa.string()), ("source", pa.string()),
@@ -286,7 +299,7 @@ class Source:
 
 @dataclass
 class Job:
-    kind: str  # "pixel", "soft", "codec", "ladder", "video"
+    kind: str  # "pixel", "soft", "codec", "ladder", "video", "pan"
     key: str
     args: dict = field(default_factory=dict)
 
@@ -381,10 +394,8 @@ def run_ladder_job(out: Path, rung: int, sources: list[dict]) -> list[dict]:
 
 
 def run_video_job(out: Path, source: dict) -> list[dict]:
-    """Encode the clip's first VIDEO_FRAMES frames as real video: every codec × CRF at its own size, and the
-    VIDEO_LADDER rungs (downscaled, encoded, upscaled back for display); VMAF per frame with motion;
-    FRAMES_PER_ENCODE evenly spaced frames per encode become items."""
-    path, key = Path(source["path"]), source["key"]
+    """Encode the clip's first VIDEO_FRAMES frames as real video (see `_video_rows`)."""
+    path = Path(source["path"])
     try:
         with av.open(str(path)) as c:
             frames = []
@@ -394,14 +405,51 @@ def run_video_job(out: Path, source: dict) -> list[dict]:
                     break
     except av.FFmpegError as e:
         raise InputError(f"{path}: cannot decode ({e})") from None
-    picks = np.linspace(0, len(frames) - 1, FRAMES_PER_ENCODE).round().astype(int).tolist()
+    return _video_rows(out, source["split"], source["subset"], source["key"], frames, FRAMES_PER_ENCODE)
+
+
+def pan_frames(img: np.ndarray, rng: np.random.Generator) -> tuple[list[np.ndarray], dict]:
+    """A PAN_FRAMES camera pan over a still at PAN_SIZE, captured and mastered as a real clip: the still is
+    magnified to cover the frame with room to move, softened (σ 0–1.2 px), panned along a random straight
+    path with sub-pixel steps, given temporal sensor noise (σ 0–4, in half the clips), and encoded with x264
+    at a random CRF as its master. The decoded master is the clip's reference. Returns the frames and the
+    capture settings drawn."""
+    W, H = PAN_SIZE
+    h, w = img.shape[:2]
+    scale = max(W / w, H / h) * float(rng.uniform(1.1, 1.3))
+    blur = float(rng.uniform(0.0, 1.2))
+    noise = float(rng.uniform(1.0, 4.0)) if rng.random() < 0.5 else 0.0
+    crf = int(rng.integers(PAN_MEZZANINE_CRF[0], PAN_MEZZANINE_CRF[1] + 1))
+    soft = Image.fromarray(_clip(ndimage.gaussian_filter(img.astype(np.float32), sigma=(blur, blur, 0))) if blur else img)
+    room_x, room_y = w - W / scale, h - H / scale  # how far the view can move, in still pixels
+    (x0, x1), (y0, y1) = rng.uniform(0, room_x, 2), rng.uniform(0, room_y, 2)
+    frames = []
+    for t in np.linspace(0.0, 1.0, PAN_FRAMES):
+        ox, oy = x0 + t * (x1 - x0), y0 + t * (y1 - y0)
+        f = np.asarray(soft.transform((W, H), Image.AFFINE, (1 / scale, 0, ox, 0, 1 / scale, oy), Image.BICUBIC))
+        frames.append(_clip(f + rng.normal(0.0, noise, f.shape)) if noise else f)
+    master = _encode_decode(frames, [*CODECS["h264"][0], "-crf", str(crf)])
+    return master, {"scale": scale, "blur": blur, "noise": noise, "crf": crf}
+
+
+def run_pan_job(out: Path, seed: int, source: dict) -> list[dict]:
+    """A pan clip over one training still (see `pan_frames`), through the clips' codec sweep and ladder."""
+    key = source["key"]
+    frames, _ = pan_frames(read_pristine(Path(source["path"])), stable_rng(seed, "pan", key))
+    return _video_rows(out, source["split"], f"pan:{source['subset']}", f"pan:{key}", frames, PAN_PICKS)
+
+
+def _video_rows(out: Path, split: str, subset: str, key: str, frames: list[np.ndarray], picks: int) -> list[dict]:
+    """Encode frames as real video (P/B frames): every codec × CRF at its own size, and the VIDEO_LADDER
+    rungs (downscaled, encoded, upscaled back for display); VMAF per frame with motion; `picks` evenly
+    spaced frames per encode become items, each frame its own source."""
+    picks = np.linspace(0, len(frames) - 1, picks).round().astype(int).tolist()
     h, w = frames[0].shape[:2]
     rows = []
     for i in picks:
         rel = f"images/{key}/f{i:04d}/pristine.png"
         save_png(frames[i], out / rel)
-        rows.append(_row(source["split"], source["subset"], f"{key}/f{i:04d}", "pristine", "", 0, 0, rel, rel,
-                         frames[i].shape, "vmaf"))
+        rows.append(_row(split, subset, f"{key}/f{i:04d}", "pristine", "", 0, 0, rel, rel, frames[i].shape, "vmaf"))
     encodes = [(codec, level, crf, [*base, "-crf", str(crf)], None)
                for codec, (base, crfs, _) in CODECS.items()
                for level, crf in enumerate(crfs[1:], start=2)]  # the clips are small; the gentlest CRF adds little
@@ -415,7 +463,7 @@ def run_video_job(out: Path, source: dict) -> list[dict]:
         for i in picks:
             rel = f"images/{key}/f{i:04d}/{name}{level}.png"
             save_png(decoded[i], out / rel)
-            row = _row(source["split"], source["subset"], f"{key}/f{i:04d}", name, "blur" if height else CODEC_COARSE,
+            row = _row(split, subset, f"{key}/f{i:04d}", name, "blur" if height else CODEC_COARSE,
                        level, param, rel, f"images/{key}/f{i:04d}/pristine.png", decoded[i].shape, "vmaf")
             rows.append({**row, **scores[i]})
     ident = vmaf_scores(frames, frames, duplicate=False)
@@ -524,9 +572,12 @@ def plan(sources: list[Source], seed: int) -> list[Job]:
         else:
             jobs.append(Job("video", f"video-{s.key}", {"source": as_dict}))
     by_size: dict[tuple[int, int], list[dict]] = {}
+    large = []
     for s in stills:
         with Image.open(s.path) as im:
             w, h = pristine_size(*im.size)
+        if s.split == "train" and max(w, h) >= PAN_MIN_SIDE:
+            large.append(s)
         by_size.setdefault((w, h), []).append({"path": str(s.path), "split": s.split, "subset": s.subset, "key": s.key})
     for (w, h), group in sorted(by_size.items()):
         for codec, (_, crfs, _) in CODECS.items():
@@ -536,6 +587,9 @@ def plan(sources: list[Source], seed: int) -> list[Job]:
         for rung in range(1, len(LADDER) + 1):
             jobs.append(Job("ladder", f"ladder{rung}-{w}x{h}-{zlib.crc32(''.join(g['key'] for g in group).encode()):08x}",
                             {"rung": rung, "sources": group}))
+    for s in large[::PAN_EVERY]:  # last in the plan: a corpus built before pan clips existed keeps its row order
+        jobs.append(Job("pan", f"pan-{s.key}", {"seed": seed, "source": {"path": str(s.path), "split": s.split,
+                                                                         "subset": s.subset, "key": s.key}}))
     return jobs
 
 
@@ -548,6 +602,8 @@ def _run(out: Path, job: Job) -> list[dict]:
         return run_ladder_job(out, **job.args)
     if job.kind == "soft":
         return run_soft_job(out, **job.args)
+    if job.kind == "pan":
+        return run_pan_job(out, **job.args)
     return run_video_job(out, **job.args)
 
 

@@ -9,12 +9,15 @@ Validation and the shipped model use the real trunk.
 Crops: `crops_per_source` 224 positions per pristine source, drawn from the seed; every item of a
 source is cut at the same positions, so one reference crop (and its taps) serves all of them.
 Arrays (fp16 features, uint8 pixels) are memory-mapped `.npy` files under `CORPUS/cache/`.
+Items added to a corpus later (its rows are appended, as pan clips are) go into a new part,
+`cache/partN/`, with only their own crops: earlier parts are never recomputed.
 """
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -36,13 +39,28 @@ def positions(source: str, h: int, w: int, count: int, seed: int) -> list[tuple[
     return [(int(rng.integers(h - CROP + 1)), int(rng.integers(w - CROP + 1))) for _ in range(count)]
 
 
+def part_dirs(root: Path) -> list[Path]:
+    """The cache's complete parts in order: root itself, then part1, part2, … (a part is complete once its
+    meta.json is written, which happens last)."""
+    parts = [root] + sorted(root.glob("part*"), key=lambda p: int(p.name[4:]))
+    return [p for p in parts if (p / "meta.json").is_file()]
+
+
 class FeatureCache:
-    """Memory-mapped crops and trunk taps of the training items (see the module docstring)."""
+    """Memory-mapped crops and trunk taps of the training items, over all parts (see the module docstring)."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.meta = json.loads((root / "meta.json").read_text())
-        self.arrays = {p.stem: np.load(p, mmap_mode="r") for p in root.glob("*.npy")}
+        metas = [json.loads((p / "meta.json").read_text()) for p in part_dirs(root)]
+        self.meta = {k: [v for m in metas for v in m[k]] for k in ("ref_index", "vmaf", "coarse", "items",
+                                                                   "distortion", "level", "slots")}
+        self.arrays: dict[str, list[tuple[int, np.ndarray]]] = {}  # name → (first row, array) per part
+        crops = slots = 0
+        for part, m in zip(part_dirs(root), metas):
+            for a in part.glob("*.npy"):
+                self.arrays.setdefault(a.stem, []).append((slots if a.stem.startswith("ref_") else crops,
+                                                           np.load(a, mmap_mode="r")))
+            crops, slots = crops + len(m["items"]), slots + len(m["slots"])
 
         self.vmaf = np.array([np.nan if v is None else v for v in self.meta["vmaf"]], dtype=np.float32)
         self.ref_index = np.asarray(self.meta["ref_index"])
@@ -56,6 +74,17 @@ class FeatureCache:
     def __len__(self) -> int:
         return len(self.vmaf)
 
+    def _take(self, name: str, rows: np.ndarray) -> np.ndarray:
+        """Rows of one array, gathered across the parts that hold them."""
+        out = None
+        for first, a in self.arrays[name]:
+            sel = (rows >= first) & (rows < first + len(a))
+            if sel.any():
+                if out is None:
+                    out = np.empty((len(rows), *a.shape[1:]), a.dtype)
+                out[sel] = a[rows[sel] - first]
+        return out
+
     def batch(self, idx: np.ndarray, names: tuple[str, ...]) -> dict[str, torch.Tensor]:
         idx = np.sort(idx)  # sorted reads are kinder to the page cache
         ref_idx = self.ref_index[idx]
@@ -63,7 +92,7 @@ class FeatureCache:
                "group": torch.from_numpy(ref_idx), "family": torch.from_numpy(self.family[idx]),
                "ordered": torch.from_numpy(self.ordered[idx]), "level": torch.from_numpy(self.level[idx])}
         for name in names:  # "pixels", "tap1".."tap4", "tap4_os16", and "ref_" + those of the reference crops
-            a = torch.from_numpy(np.ascontiguousarray(self.arrays[name][ref_idx if name.startswith("ref_") else idx]))
+            a = torch.from_numpy(self._take(name, ref_idx if name.startswith("ref_") else idx))
             out[name] = a.permute(0, 3, 1, 2).float() / 255 if a.dtype == torch.uint8 else a.float()
         return out
 
@@ -87,67 +116,76 @@ def _trunks() -> dict[str, tuple[nn.Module, tuple[str, ...], bool]]:
 @torch.no_grad()
 def build(corpus_root: Path, rows: list[dict], seed: int = 0, crops_per_source: int = 1, batch: int = 32,
           progress=None) -> FeatureCache:
-    """Compute the cache for `rows` (training items: VMAF-labelled and rank-only) in corpus_root/cache, or the
-    arrays it still lacks."""
+    """The cache for `rows` (training items: VMAF-labelled and rank-only) in corpus_root/cache. Rows appended
+    since the last build get a new part; a cache that does not match the rows it starts with (another
+    corpus, seed or trunk set) is rebuilt."""
     out = corpus_root / "cache"
     trunks = _trunks()
     wanted = {"pixels", "ref_pixels"} | {p + a for _, names, ref in trunks.values() for a in names
                                          for p in ("", "ref_") if p == "" or ref}
-    if (out / "meta.json").is_file() and all((out / f"{k}.npy").is_file() for k in wanted):
-        return FeatureCache(out)
-    out.mkdir(exist_ok=True)
-
-    sources = sorted({r["source"] for r in rows})
-    first = {r["source"]: r for r in reversed(rows)}
-    crops = []  # (row, top, left, ref slot)
-    ref_slots: list[tuple[str, int, int]] = []
-    for s in sources:
-        h, w = first[s]["height"], first[s]["width"]
-        for top, left in positions(s, h, w, crops_per_source, seed):
-            ref_slots.append((s, top, left))
-    slot_of = {key: i for i, key in enumerate(ref_slots)}
+    first = {}
+    crops = []  # (row, top, left, reference slot (source, top, left))
     for r in rows:
+        first.setdefault(r["source"], r)
         for top, left in positions(r["source"], r["height"], r["width"], crops_per_source, seed):
-            crops.append((r, top, left, slot_of[(r["source"], top, left)]))
+            crops.append((r, top, left, (r["source"], top, left)))
+
+    parts = part_dirs(out)
+    metas = [json.loads((p / "meta.json").read_text()) for p in parts]
+    done = [i for m in metas for i in m["items"]]
+    if parts and (any(m["seed"] != seed or m["crops_per_source"] != crops_per_source or "slots" not in m for m in metas)
+                  or any(not all((p / f"{k}.npy").is_file() for k in wanted if m["slots"] or not k.startswith("ref_"))
+                         for p, m in zip(parts, metas))
+                  or [c[0]["item"] for c in crops[:len(done)]] != done):
+        shutil.rmtree(out)
+        parts, metas, done = [], [], []
+    if parts and len(done) == len(crops):
+        return FeatureCache(out)
+    part = out / f"part{len(parts)}" if parts else out
+    if part.exists() and part != out:
+        shutil.rmtree(part)  # an interrupted part: started again
+    part.mkdir(parents=True, exist_ok=True)
+
+    slot_of = {tuple(s): i for i, s in enumerate(s for m in metas for s in m["slots"])}
+    known = len(slot_of)
+    new = crops[len(done):]
+    for c in new:
+        slot_of.setdefault(c[3], len(slot_of))
+    slots = [s for s, i in sorted(slot_of.items(), key=lambda kv: kv[1]) if i >= known]
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
 
     def write(prefix: str, items: list, reader) -> None:
-        """The arrays of one crop set (distorted or reference) that are not on disk yet."""
-        todo = {n: (m, names) for n, (m, names, ref) in trunks.items() if (prefix == "" or ref)
-                and not all((out / f"{prefix}{a}.npy").is_file() for a in names)}
-        have_pixels = (out / f"{prefix}pixels.npy").is_file()
-        if not todo and have_pixels:
-            return
-        cached_pixels = np.load(out / f"{prefix}pixels.npy", mmap_mode="r") if have_pixels else None
+        """The arrays of one crop set of this part (distorted or reference)."""
+        use = [(m, names) for m, names, ref in trunks.values() if prefix == "" or ref]
         arrays = None
         for start in range(0, len(items), batch):
-            part = range(start, min(start + batch, len(items)))
-            pixels = cached_pixels[start:part.stop] if have_pixels else np.stack([reader(items[i]) for i in part])
-            x = (torch.from_numpy(np.ascontiguousarray(pixels)).permute(0, 3, 1, 2).float() / 255 - mean) / std
-            feats = {} if have_pixels else {f"{prefix}pixels": pixels}
-            for module, names in todo.values():
+            part_range = range(start, min(start + batch, len(items)))
+            pixels = np.stack([reader(items[i]) for i in part_range])
+            x = (torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255 - mean) / std
+            feats = {f"{prefix}pixels": pixels}
+            for module, names in use:
                 feats.update({f"{prefix}{a}": f.half().numpy() for a, f in zip(names, module(x))})
             if arrays is None:
-                arrays = {k: np.lib.format.open_memmap(out / f".{k}.npy", "w+", v.dtype, (len(items), *v.shape[1:]))
+                arrays = {k: np.lib.format.open_memmap(part / f".{k}.npy", "w+", v.dtype, (len(items), *v.shape[1:]))
                           for k, v in feats.items()}
             for k, v in feats.items():
                 arrays[k][start:start + len(v)] = v
             if progress:
-                progress(len(part))
-        for k, a in arrays.items():
+                progress(len(part_range))
+        for k, a in (arrays or {}).items():
             a.flush()
-            os.replace(out / f".{k}.npy", out / f"{k}.npy")
+            os.replace(part / f".{k}.npy", part / f"{k}.npy")
 
     cut = lambda img, top, left: img[top:top + CROP, left:left + CROP]  # noqa: E731
-    write("ref_", ref_slots, lambda s: cut(read_rgb(corpus_root / first[s[0]]["ref_path"]), s[1], s[2]))
-    write("", crops, lambda c: cut(read_rgb(corpus_root / c[0]["path"]), c[1], c[2]))
-    meta = {"seed": seed, "crops_per_source": crops_per_source, "ref_index": [c[3] for c in crops],
-            "vmaf": [c[0]["vmaf"] for c in crops], "coarse": [DISTORTION_INDEX.get(c[0]["coarse"], -1) for c in crops],
-            "items": [c[0]["item"] for c in crops], "distortion": [c[0]["distortion"] for c in crops],
-            "level": [c[0]["level"] for c in crops]}
-    (out / ".meta.json").write_text(json.dumps(meta))
-    os.replace(out / ".meta.json", out / "meta.json")
+    write("ref_", slots, lambda s: cut(read_rgb(corpus_root / first[s[0]]["ref_path"]), s[1], s[2]))
+    write("", new, lambda c: cut(read_rgb(corpus_root / c[0]["path"]), c[1], c[2]))
+    meta = {"seed": seed, "crops_per_source": crops_per_source, "slots": slots,
+            "ref_index": [slot_of[c[3]] for c in new], "vmaf": [c[0]["vmaf"] for c in new],
+            "coarse": [DISTORTION_INDEX.get(c[0]["coarse"], -1) for c in new], "items": [c[0]["item"] for c in new],
+            "distortion": [c[0]["distortion"] for c in new], "level": [c[0]["level"] for c in new]}
+    (part / ".meta.json").write_text(json.dumps(meta))
+    os.replace(part / ".meta.json", part / "meta.json")
     return FeatureCache(out)
 
 
