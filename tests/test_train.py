@@ -101,7 +101,7 @@ def test_pan_clip_is_encoded_video_of_a_moving_still(tmp_path, monkeypatch):
     items = corpus.run_pan_job(tmp_path / "out", 3, source)
     codecs = sum(len(crfs) - 1 for _, crfs, _ in corpus.CODECS.values())  # no ladder rung is below 180 lines
     assert len(items) == corpus.PAN_PICKS * (1 + codecs)
-    assert {(r["split"], r["subset"]) for r in items} == {("train", "pan:train")}
+    assert {(r["split"], r["subset"], r["teacher"]) for r in items} == {("train", "pan:train", corpus.RELATIVE)}
     frame_sources = sorted({r["source"] for r in items})
     assert frame_sources == ["pan:train/astronaut/f0000", "pan:train/astronaut/f0004", "pan:train/astronaut/f0009"]
     for src in frame_sources:
@@ -155,6 +155,11 @@ def test_feature_cache_grows_by_parts(tiny_corpus, tmp_path):
     assert torch.equal(a["pixels"], b["pixels"]) and torch.equal(a["ref_pixels"], b["ref_pixels"])
     torch.testing.assert_close(a["gsn_tap2"], b["gsn_tap2"], rtol=0.02, atol=0.02)  # same crops, batched differently
     assert sorted(map(len, cache.by_group)) == sorted(map(len, one.by_group))  # the same sources share a reference
+
+    relative = set(cache.meta["items"][::3])  # as a no-reference model sees items labelled against a lossy master
+    cache.rank_only(relative)
+    assert set(np.asarray(cache.meta["items"])[cache.labelled]) == set(cache.meta["items"]) - relative - \
+        {r["item"] for r in appended if r["vmaf"] is None}
 
     features.build(grown, appended[::-1])  # not an extension of what is cached: rebuilt from scratch
     assert [p.name for p in features.part_dirs(grown / "cache")] == ["cache"]

@@ -5,7 +5,9 @@ teacher. VMAF (libvmaf `vmaf_v0.6.1` in the FFmpeg of `imageio-ffmpeg`) labels e
 compression, scaling, blur, noise, banding and corruption item; PSNR-Y and SSIM come from the
 same libvmaf pass. Contrast and brightness shifts are kept in the corpus with their type and
 level only (`teacher == "level"`): VMAF is a poor judge of them (../shared/TRAINING-NOTES.md),
-so they feed the distortion-type tasks, not the quality regression.
+so they feed the distortion-type tasks, not the quality regression. Pan clips are labelled
+`teacher == "vmaf_ref"`: VMAF against the clip's own lossy master, a true full-reference label,
+but their master is not pristine, so no-reference models learn only their order within a source.
 
 Still images: each image is cropped to even width and height (4:2:0 codecs need it). Images of
 one size are encoded together as one all-intra video per codec and CRF, so a corpus of a few
@@ -110,6 +112,7 @@ PAN_PICKS = 3  # evenly spaced frames of each encode that become items
 PAN_MIN_SIDE = 900  # stills with a shorter long side would be upscaled more than about 1.7x
 PAN_EVERY = 2  # every 2nd large training still gets a pan clip: corpus build time stays bounded
 PAN_MEZZANINE_CRF = (12, 28)  # x264 CRF range of the clip's own master encode
+RELATIVE = "vmaf_ref"  # teacher of pan items: VMAF against a lossy master (see the module docstring)
 
 ITEM_SCHEMA = pa.schema([
     ("item", pa.string()), ("split", pa.string()), ("subset", pa.string()), ("source", pa.string()),
@@ -405,7 +408,7 @@ def run_video_job(out: Path, source: dict) -> list[dict]:
                     break
     except av.FFmpegError as e:
         raise InputError(f"{path}: cannot decode ({e})") from None
-    return _video_rows(out, source["split"], source["subset"], source["key"], frames, FRAMES_PER_ENCODE)
+    return _video_rows(out, source["split"], source["subset"], source["key"], frames, FRAMES_PER_ENCODE, "vmaf")
 
 
 def pan_frames(img: np.ndarray, rng: np.random.Generator) -> tuple[list[np.ndarray], dict]:
@@ -436,10 +439,11 @@ def run_pan_job(out: Path, seed: int, source: dict) -> list[dict]:
     """A pan clip over one training still (see `pan_frames`), through the clips' codec sweep and ladder."""
     key = source["key"]
     frames, _ = pan_frames(read_pristine(Path(source["path"])), stable_rng(seed, "pan", key))
-    return _video_rows(out, source["split"], f"pan:{source['subset']}", f"pan:{key}", frames, PAN_PICKS)
+    return _video_rows(out, source["split"], f"pan:{source['subset']}", f"pan:{key}", frames, PAN_PICKS, RELATIVE)
 
 
-def _video_rows(out: Path, split: str, subset: str, key: str, frames: list[np.ndarray], picks: int) -> list[dict]:
+def _video_rows(out: Path, split: str, subset: str, key: str, frames: list[np.ndarray], picks: int,
+                teacher: str) -> list[dict]:
     """Encode frames as real video (P/B frames): every codec × CRF at its own size, and the VIDEO_LADDER
     rungs (downscaled, encoded, upscaled back for display); VMAF per frame with motion; `picks` evenly
     spaced frames per encode become items, each frame its own source."""
@@ -449,7 +453,7 @@ def _video_rows(out: Path, split: str, subset: str, key: str, frames: list[np.nd
     for i in picks:
         rel = f"images/{key}/f{i:04d}/pristine.png"
         save_png(frames[i], out / rel)
-        rows.append(_row(split, subset, f"{key}/f{i:04d}", "pristine", "", 0, 0, rel, rel, frames[i].shape, "vmaf"))
+        rows.append(_row(split, subset, f"{key}/f{i:04d}", "pristine", "", 0, 0, rel, rel, frames[i].shape, teacher))
     encodes = [(codec, level, crf, [*base, "-crf", str(crf)], None)
                for codec, (base, crfs, _) in CODECS.items()
                for level, crf in enumerate(crfs[1:], start=2)]  # the clips are small; the gentlest CRF adds little
@@ -464,7 +468,7 @@ def _video_rows(out: Path, split: str, subset: str, key: str, frames: list[np.nd
             rel = f"images/{key}/f{i:04d}/{name}{level}.png"
             save_png(decoded[i], out / rel)
             row = _row(split, subset, f"{key}/f{i:04d}", name, "blur" if height else CODEC_COARSE,
-                       level, param, rel, f"images/{key}/f{i:04d}/pristine.png", decoded[i].shape, "vmaf")
+                       level, param, rel, f"images/{key}/f{i:04d}/pristine.png", decoded[i].shape, teacher)
             rows.append({**row, **scores[i]})
     ident = vmaf_scores(frames, frames, duplicate=False)
     for row in rows:

@@ -74,6 +74,11 @@ class FeatureCache:
     def __len__(self) -> int:
         return len(self.vmaf)
 
+    def rank_only(self, items: set[str]) -> None:
+        """Drop the VMAF labels of these items: they still rank within their source, but teach no value."""
+        self.vmaf[[i in items for i in self.meta["items"]]] = np.nan
+        self.labelled = np.flatnonzero(np.isfinite(self.vmaf))
+
     def _take(self, name: str, rows: np.ndarray) -> np.ndarray:
         """Rows of one array, gathered across the parts that hold them."""
         out = None

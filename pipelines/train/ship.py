@@ -1,6 +1,6 @@
 """Ship trained weights as package defaults: copy into models/weights/, add the manifest entry, write the model card.
 
-`python -m pipelines.train.ship RUN_DIR [--metrics eval.csv]`: RUN_DIR is a `vqmon train --out`
+`python -m pipelines.train.ship RUN_DIR --version vN [--metrics eval.csv]`: RUN_DIR is a `vqmon train --out`
 folder (weights + training.json). The manifest entry carries the sha256 that `models.create`
 checks, the training data, teacher, steps and the held-out metrics; the model card
 (`models/weights/<name>-<variant>.md`) says the same for people.
@@ -34,7 +34,7 @@ def held_out_metrics(table: Path, label: str) -> dict:
     return metrics
 
 
-CARD = """# {name}/{variant}: default weights (v2)
+CARD = """# {name}/{variant}: default weights ({version})
 
 - **File**: `{file}` ({size_kb:.0f} KB, sha256 `{sha256}`), fp16; loads with `models.create("{name}")`.
   Version 1 (heads only, BSDS500 codec damage) stays loadable by path from `models/weights/v1/`.
@@ -46,9 +46,12 @@ CARD = """# {name}/{variant}: default weights (v2)
   Where it cannot (exposure, white balance, chroma noise, over-sharpening, capture fault
   chains), the model learns only the order within one source: pristine above every damaged
   version, a milder level above a stronger one (a within-source rank loss, as RankIQA did).
-- **Training data**: {training_data}. Content: BSDS500 train+val, Urban100, Sun-Hays80.
+- **Training data**: {training_data}. Content: BSDS500 train+val, Urban100, Sun-Hays80, and
+  pan clips: 720p video made from every 2nd Urban100 and Sun-Hays80 still (a camera pan, softened,
+  with sensor noise in half of them, mastered with x264 at CRF 12–28), encoded as real video; their
+  VMAF is against that lossy master, so no-reference models learn only their order within a frame.
   Distortions: H.264, HEVC, VP9, AV1 over a CRF sweep; adaptive-bitrate rungs (downscale ×1.5–3,
-  H.264/HEVC, upscale back); JPEG, JPEG 2000, down-up scaling, Gaussian, defocus and motion blur,
+  H.264/HEVC, upscale back; 720p video: 540p–270p rungs); JPEG, JPEG 2000, down-up scaling, Gaussian, defocus and motion blur,
   Gaussian and signal-dependent sensor noise, banding, packet-loss block damage, exposure,
   contrast, white balance, over-sharpening, two- and three-fault camera chains
   (`pipelines/train/corpus.py`, seed {seed}).
@@ -71,7 +74,7 @@ NR_LIMITS = """
   stream (`drop`, `cusum`) to one absolute threshold."""
 
 
-def ship(run: Path, metrics_table: Path | None = None) -> dict:
+def ship(run: Path, version: str, metrics_table: Path | None = None) -> dict:
     info = json.loads((run / "training.json").read_text())
     name, variant = info["model"], info["variant"]
     src = run / f"{name}-{variant}.safetensors"
@@ -82,7 +85,7 @@ def ship(run: Path, metrics_table: Path | None = None) -> dict:
 
     model = registry.create(name, variant, weights=str(dst))
     metrics = held_out_metrics(metrics_table, f"{name}/{variant}@{model.weights_sha256[:12]}") if metrics_table else {}
-    entry = {"name": name, "variant": variant, "file": dst.name, "sha256": sha256_file(dst),
+    entry = {"name": name, "variant": variant, "version": version, "file": dst.name, "sha256": sha256_file(dst),
              "training_data": info["training_data"], "teacher": info["teacher"], "steps": info["steps"],
              "metrics": metrics or {"in-training validation SRCC vs VMAF": info["val_srcc"]}}
     manifest = json.loads(MANIFEST.read_text())
@@ -92,7 +95,7 @@ def ship(run: Path, metrics_table: Path | None = None) -> dict:
     lo, hi = model.info.native_range
     lines = "\n".join(f"  - {k}: {v}" for k, v in entry["metrics"].items())
     (WEIGHTS_DIR / f"{name}-{variant}.md").write_text(CARD.format(
-        name=name, variant=variant, file=dst.name, size_kb=dst.stat().st_size / 1024, sha256=entry["sha256"],
+        name=name, variant=variant, version=version, file=dst.name, size_kb=dst.stat().st_size / 1024, sha256=entry["sha256"],
         kind=model.info.kind, lo=lo, hi=hi, teacher=info["teacher"], training_data=info["training_data"],
         seed=info["seed"], steps=info["steps"], batch=info["batch"], lr=info["lr"],
         minutes=info.get("train_minutes", info.get("seconds_this_run", 0) / 60), metrics=lines,
@@ -104,10 +107,11 @@ def ship(run: Path, metrics_table: Path | None = None) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", nargs="+", type=Path)
+    ap.add_argument("--version", required=True, help="the weights' version, as the model card and manifest name it (v3)")
     ap.add_argument("--metrics", type=Path, help="`vqmon eval --out table.csv` with the held-out results")
     args = ap.parse_args(argv)
     for run in args.runs:
-        entry = ship(run, args.metrics)
+        entry = ship(run, args.version, args.metrics)
         print(f"{entry['name']}/{entry['variant']}: {entry['file']} {entry['sha256'][:12]}")
     return 0
 

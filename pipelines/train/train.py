@@ -350,11 +350,18 @@ def train(name: str, data: str | Path, out: str | Path, variant: str = "lite", s
         start, steps = state["step"], requested_steps or state["steps"]  # a resumed run may be given more steps
         minutes = None  # the budget was spent deciding `steps` in the first run
         history = json.loads((out / "history.json").read_text()) if (out / "history.json").is_file() else []
+
+    def teaches_value(r: dict) -> bool:
+        """Whether an item's VMAF is a label for this model. Against a lossy master (pan clips) VMAF is a true
+        full-reference label, but no absolute quality: no-reference models learn only its order in the source."""
+        return r["vmaf"] is not None and (model.info.kind == "FR" or r["teacher"] != corpus_mod.RELATIVE)
+
     cached = variant == "lite"  # frozen trunk: heads train on cached taps
     if cached:
         cache = features.build(root, train_rows, seed)
+        cache.rank_only({r["item"] for r in train_rows if r["vmaf"] is not None and not teaches_value(r)})
     else:
-        sampler = CropSampler(root, [r for r in train_rows if r["vmaf"] is not None], seed)
+        sampler = CropSampler(root, [r for r in train_rows if teaches_value(r)], seed)
     loss_fn = LOSSES[name]
     t0 = time.monotonic()
     step = start
@@ -393,8 +400,8 @@ def train(name: str, data: str | Path, out: str | Path, variant: str = "lite", s
         step += 1
     info = {"model": name, "variant": variant, "steps": steps, "batch": batch, "lr": lr, "seed": seed,
             "training_data": f"{'+'.join(sorted({r['subset'] for r in train_rows}))} (corpus split train): "
-                             f"{sum(r['vmaf'] is not None for r in train_rows)} VMAF-labelled and "
-                             f"{sum(r['vmaf'] is None for r in train_rows)} rank-only items of "
+                             f"{sum(map(teaches_value, train_rows))} VMAF-labelled and "
+                             f"{sum(not teaches_value(r) for r in train_rows)} rank-only items of "
                              f"{len({r['source'] for r in train_rows})} pristine sources, seed {seed}",
             "teacher": "VMAF vmaf_v0.6.1 (libvmaf, FFmpeg of imageio-ffmpeg)",
             "val_srcc": next((h["val_srcc"] for h in reversed(history) if "val_srcc" in h), None),
