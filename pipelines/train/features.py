@@ -51,12 +51,13 @@ class FeatureCache:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        metas = [json.loads((p / "meta.json").read_text()) for p in part_dirs(root)]
+        parts = part_dirs(root)
+        metas = [json.loads((p / "meta.json").read_text()) for p in parts]
         self.meta = {k: [v for m in metas for v in m[k]] for k in ("ref_index", "vmaf", "coarse", "items",
                                                                    "distortion", "level", "slots")}
         self.arrays: dict[str, list[tuple[int, np.ndarray]]] = {}  # name → (first row, array) per part
         crops = slots = 0
-        for part, m in zip(part_dirs(root), metas):
+        for part, m in zip(parts, metas):
             for a in part.glob("*.npy"):
                 self.arrays.setdefault(a.stem, []).append((slots if a.stem.startswith("ref_") else crops,
                                                            np.load(a, mmap_mode="r")))
@@ -152,11 +153,11 @@ def build(corpus_root: Path, rows: list[dict], seed: int = 0, crops_per_source: 
     part.mkdir(parents=True, exist_ok=True)
 
     slot_of = {tuple(s): i for i, s in enumerate(s for m in metas for s in m["slots"])}
-    known = len(slot_of)
-    new = crops[len(done):]
+    new, slots = crops[len(done):], []  # this part's crops, and the reference slots it adds
     for c in new:
-        slot_of.setdefault(c[3], len(slot_of))
-    slots = [s for s, i in sorted(slot_of.items(), key=lambda kv: kv[1]) if i >= known]
+        if c[3] not in slot_of:
+            slot_of[c[3]] = len(slot_of)
+            slots.append(c[3])
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
 
