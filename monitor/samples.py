@@ -33,6 +33,53 @@ def panned_frames(width: int, height: int, count: int, photo: str = "astronaut",
         yield np.ascontiguousarray(big[y : y + height, x : x + width])
 
 
+MOSAIC_PHOTOS = ("astronaut", "coffee", "rocket", "stereo_motorcycle", "hubble_deep_field", "retina",
+                 "immunohistochemistry", "camera", "grass", "gravel", "brick", "moon")
+
+
+def native_1080p() -> np.ndarray:
+    """A 1920×1080 RGB picture as sharp per pixel as a native 1080p frame: the 12 largest scikit-image photos,
+    each area-downscaled (never upscaled) and centre-cropped into a 480×360 tile of a 4×3 mosaic.
+
+    Why: no photo in the installed packages has 1080p pixels, and an upscaled one is soft at 1080p,
+    so it cannot show whether a score depends on the resolution (tests/test_calibration.py).
+    """
+    tile_h, tile_w = 360, 480
+    out = np.empty((3 * tile_h, 4 * tile_w, 3), np.uint8)
+    for k, name in enumerate(MOSAIC_PHOTOS):
+        img = _photo(name)
+        img = img[0] if name == "stereo_motorcycle" else img  # (left, right, disparity)
+        img = img[200:1211, 200:1211] if name == "retina" else img  # the fundus, without the black surround
+        img = np.repeat(img[..., None], 3, axis=2) if img.ndim == 2 else img[..., :3]
+        scale = max(tile_h / img.shape[0], tile_w / img.shape[1])
+        h, w = round(img.shape[0] * scale), round(img.shape[1] * scale)
+        small = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24").reformat(
+            width=w, height=h, interpolation="AREA").to_ndarray(format="rgb24")
+        top, left = (h - tile_h) // 2, (w - tile_w) // 2
+        r, c = divmod(k, 4)
+        out[r * tile_h:(r + 1) * tile_h, c * tile_w:(c + 1) * tile_w] = small[top:top + tile_h, left:left + tile_w]
+    return out
+
+
+def resolution_rungs(sizes: Iterable[tuple[int, int]], crfs: Iterable[int]) -> dict[int, tuple[np.ndarray, list[np.ndarray]]]:
+    """The same picture at several resolutions, each pristine and through x264 at each CRF (decoded RGB):
+    height → (pristine, encodes). Each size is an area downscale of `native_1080p`, so every rung
+    is sharp per pixel, as a ladder's rungs are before they are encoded."""
+    import tempfile
+
+    big = av.VideoFrame.from_ndarray(native_1080p(), format="rgb24")
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for w, h in sizes:
+            pristine = big.reformat(width=w, height=h, interpolation="AREA").to_ndarray(format="rgb24")
+            encodes = []
+            for crf in crfs:
+                with av.open(encode(os.path.join(tmp, f"{h}p-{crf}.mp4"), [pristine], crf=crf)) as c:
+                    encodes.append(next(c.decode(video=0)).to_ndarray(format="rgb24"))
+            out[h] = (pristine, encodes)
+    return out
+
+
 def _bounce(t: int, span: int) -> int:
     if span <= 0:
         return 0
