@@ -22,9 +22,17 @@ No code or weights exist; this is the reconstruction of ../shared/MODELS.md §5.
 6. Frame protocol: co-located grids of 224 crops in reference and distorted frame, evenly
    spaced corner to corner (lite 3×3 = 9, paper 5×8 = 40), scores averaged. Reference and
    distorted frames must already be aligned and of equal size.
+
+Lite only, our addition (not in the paper): a pixel fidelity branch. Per crop pair, SSIM, GMSD
+and PSNR of the luma at scales 1, 1/2 and 1/4 (piq) join the fused features at the head's input.
+Why: a Lite0 trunk starts at stride 2 and its taps are pooled, so it is blind to the small,
+uniform pixel errors that decide codec damage on soft video, where plain PSNR-Y/SSIM-Y beat the
+learned score (held-out 720p clips). Weights trained without the branch (gsn-lite v1–v3) load with
+zero head weights on these inputs, so they score exactly as they did.
 """
 from __future__ import annotations
 
+import piq
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -88,6 +96,28 @@ class SpatialAttention(nn.Module):
         return torch.sigmoid(self.conv(pooled)) * x
 
 
+FIDELITY_SCALES = (1, 2, 4)
+FIDELITY_FEATURES = 3 * len(FIDELITY_SCALES)  # SSIM, GMSD, PSNR per scale
+_LUMA = (0.299, 0.587, 0.114)  # BT.601, as the PSNR-Y/SSIM-Y yardsticks
+
+
+@torch.autocast("cuda", enabled=False)
+def fidelity(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """N×FIDELITY_FEATURES pixel-fidelity statistics of distorted vs reference RGB crops in [0, 1], each O(1):
+    per scale, SSIM, 5·GMSD and PSNR/50 of the luma (PSNR capped at 100 dB)."""
+    if x.device.type == "meta":  # cost counting (registry.describe): piq checks values, which meta tensors lack
+        return x.new_zeros(x.shape[0], FIDELITY_FEATURES)
+    luma = torch.tensor(_LUMA, device=x.device).view(1, 3, 1, 1)
+    y_x, y_r = ((t.float() * luma).sum(1, keepdim=True).clamp(0, 1) for t in (x, ref))
+    out = []
+    for s in FIDELITY_SCALES:
+        a, b = (F.avg_pool2d(t, s) if s > 1 else t for t in (y_x, y_r))
+        mse = (a - b).square().mean(dim=(1, 2, 3))
+        out += [piq.ssim(a, b, downsample=False, reduction="none"), 5 * piq.gmsd(a, b, reduction="none"),
+                (10 * torch.log10(1 / mse.clamp(min=1e-10))) / 50]
+    return torch.stack(out, dim=1)
+
+
 class GSN(QualityModel):
 
     def __init__(self, variant: str = "lite", backbone_weights: str | None = None, theta: float = THETA) -> None:
@@ -111,7 +141,9 @@ class GSN(QualityModel):
         self.register_buffer("std", torch.tensor(self.info.std).view(1, 3, 1, 1), persistent=False)
         self.attention = nn.ModuleList(SpatialAttention() for _ in channels)
         self.project = nn.ModuleList(nn.Linear(2 * c, 256) for c in channels)
-        self.head = nn.Sequential(nn.Linear(256 * len(channels), 512), nn.ReLU(), nn.Linear(512, 1))
+        self.pixel_fidelity = variant == "lite"
+        extra = FIDELITY_FEATURES if self.pixel_fidelity else 0
+        self.head = nn.Sequential(nn.Linear(256 * len(channels) + extra, 512), nn.ReLU(), nn.Linear(512, 1))
 
     def crops(self, frames: torch.Tensor) -> tuple[torch.Tensor, int]:
         rows, cols = self.grid
@@ -126,7 +158,17 @@ class GSN(QualityModel):
             f_ref, f_dist = f.chunk(2)
             delta = attend((f_ref - f_dist).abs())
             vs.append(project(torch.cat([f_dist, delta], dim=1).mean(dim=(2, 3))))
+        if self.pixel_fidelity:
+            vs.append(fidelity(x * self.std + self.mean, ref * self.std + self.mean).to(vs[0].dtype))
         return self.head(torch.cat(vs, dim=1)).squeeze(1)
+
+    def adapt_state_dict(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Weights trained without the pixel fidelity branch: zero head weights on its inputs (the same scores)."""
+        w = state_dict.get("head.0.weight")
+        own = self.head[0].weight
+        if w is not None and self.pixel_fidelity and w.shape[1] == own.shape[1] - FIDELITY_FEATURES:
+            state_dict = {**state_dict, "head.0.weight": torch.cat([w, w.new_zeros(w.shape[0], FIDELITY_FEATURES)], 1)}
+        return state_dict
 
     def fold(self) -> GSN:
         """Replace every CDC by its equivalent plain conv, for inference (in place; do not train or save afterwards)."""

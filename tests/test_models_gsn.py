@@ -107,3 +107,31 @@ def test_autocast_channels_last(models):
     assert bf16.shape == (2,) and torch.isfinite(bf16).all()
     # random heads sum many cancelling terms, so bf16's ~3 digits show as an absolute error of a few 1e-3
     assert torch.allclose(fp32, bf16.float(), atol=0.03, rtol=0)
+
+
+def test_pixel_fidelity_features_see_what_the_trunk_pools_away():
+    """Identical crops read SSIM 1, GMSD 0 and the PSNR cap at every scale; mild noise lowers all three."""
+    from models.gsn import FIDELITY_SCALES, fidelity
+
+    ref = torch.rand(2, 3, 96, 96)
+    same = fidelity(ref, ref).view(2, len(FIDELITY_SCALES), 3)
+    assert torch.allclose(same, torch.tensor([1.0, 0.0, 2.0]).expand_as(same), atol=1e-4)
+    noisy = fidelity((ref + 0.02 * torch.randn_like(ref)).clamp(0, 1), ref).view(2, len(FIDELITY_SCALES), 3)
+    assert (noisy[..., 0] < 1).all() and (noisy[..., 1] > 0).all() and (noisy[..., 2] < 1).all()
+
+
+def test_weights_without_the_fidelity_branch_score_as_before():
+    """gsn-lite v1–v3 files load into the model with the branch: zero head weights on its inputs, so the
+    scores are those of the model they were trained in."""
+    from models import registry
+    from models.gsn import FIDELITY_FEATURES
+    from models.table import WEIGHTS_DIR
+
+    model = registry.create("gsn", weights=str(WEIGHTS_DIR / "v1" / "gsn-lite.safetensors"))
+    x, ref = torch.rand(2, 3, 3, 224, 224)
+    with torch.no_grad():
+        with_branch = model(model.crops(x)[0], model.crops(ref)[0])
+        model.pixel_fidelity = False
+        model.head[0].weight.data = model.head[0].weight.data[:, :-FIDELITY_FEATURES]
+        without = model(model.crops(x)[0], model.crops(ref)[0])
+    torch.testing.assert_close(with_branch, without, rtol=1e-5, atol=1e-6)

@@ -58,7 +58,7 @@ class Recipe:
 # a tenth (brief §2, §4, §5), on pixels.
 RECIPES: dict[tuple[str, str], Recipe] = {
     ("nemg", "lite"): Recipe(("res_out.", "predict_net.", "regression."), 1e-4, 8, 400, 1e-4, pretrained=("lite0.",)),
-    ("gsn", "lite"): Recipe(("attention.", "project.", "head.", "lite0.blocks.5.", "lite0.blocks.6."), 1e-3, 32, 1500,
+    ("gsn", "lite"): Recipe(("attention.", "project.", "head.", "lite0.blocks.5.", "lite0.blocks.6."), 1e-3, 32, 3000,
                             1e-2, pretrained=("lite0.",), rank_weight=1.0, tuned=("lite0",)),
     ("mfenet", "lite"): Recipe(("hfen.", "aff.", "ffm.", "head.", "qen.blocks.5.", "qen.blocks.6."), 1e-3, 16, 800,
                                1e-2, pretrained=("qen.", "dan."), rank_weight=1.0, tuned=("qen",)),
@@ -237,8 +237,8 @@ def cached_batch(name: str, cache: features.FeatureCache, idx: np.ndarray,
         names = ("pixels", "ref_pixels", "tap1", "tap4_os16")
     elif name == "mfenet":  # the high-frequency branch reads pixels; QEN and DAN are the same frozen Lite0
         names = ("pixels", *_TAPS)
-    elif name == "gsn":  # the siamese CDC trunk (its own cached taps) sees cat(reference, distorted)
-        names = (*_GSN_TAPS, *("ref_" + t for t in _GSN_TAPS))
+    elif name == "gsn":  # the siamese CDC trunk (its own cached taps) sees cat(reference, distorted); pixels: fidelity
+        names = ("pixels", "ref_pixels", *_GSN_TAPS, *("ref_" + t for t in _GSN_TAPS))
     else:
         names = _TAPS
     b = cache.batch(idx, names)
@@ -249,7 +249,7 @@ def cached_batch(name: str, cache: features.FeatureCache, idx: np.ndarray,
     if name == "mfenet":
         return {**b, "dist": b["pixels"]}, [b[t] for t in _TAPS]
     if name == "gsn":
-        return {**b, "dist": dummy, "ref": dummy}, [torch.cat([b["ref_" + t], b[t]]) for t in _GSN_TAPS]
+        return {**b, "dist": b["pixels"], "ref": b["ref_pixels"]}, [torch.cat([b["ref_" + t], b[t]]) for t in _GSN_TAPS]
     return {**b, "dist": dummy}, [b[t] for t in _TAPS]
 
 
