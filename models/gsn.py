@@ -23,8 +23,9 @@ No code or weights exist; this is the reconstruction of ../shared/MODELS.md §5.
    spaced corner to corner (lite 3×3 = 9, paper 5×8 = 40), scores averaged. Reference and
    distorted frames must already be aligned and of equal size.
 
-Lite only, our addition (not in the paper): a pixel fidelity branch. Per crop pair, SSIM, GMSD
-and PSNR of the luma at scales 1, 1/2 and 1/4 (piq) join the fused features at the head's input.
+Lite only, our addition (not in the paper): a pixel fidelity branch. Per crop pair, the SSIM-Y and
+PSNR-Y yardsticks and GMSD of the luma at scales 1, 1/2 and 1/4 join the fused features at the
+head's input.
 Why: a Lite0 trunk starts at stride 2 and its taps are pooled, so it is blind to the small,
 uniform pixel errors that decide codec damage on soft video, where plain PSNR-Y/SSIM-Y beat the
 learned score (held-out 720p clips). Weights trained without the branch (gsn-lite v1–v3) load with
@@ -42,6 +43,7 @@ from models.backbones.resnet import resnet50_trunk
 from models.base import QualityModel
 from models.crops import CROP, grid_crops
 from models.table import MODELS
+from monitor.scoring.signals import psnr_y, ssim_y
 
 THETA = 0.7
 
@@ -98,13 +100,14 @@ class SpatialAttention(nn.Module):
 
 FIDELITY_SCALES = (1, 2, 4)
 FIDELITY_FEATURES = 3 * len(FIDELITY_SCALES)  # SSIM, GMSD, PSNR per scale
-_LUMA = (0.299, 0.587, 0.114)  # BT.601, as the PSNR-Y/SSIM-Y yardsticks
+_LUMA = (0.299, 0.587, 0.114)  # BT.601
 
 
 @torch.autocast("cuda", enabled=False)
 def fidelity(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     """N×FIDELITY_FEATURES pixel-fidelity statistics of distorted vs reference RGB crops in [0, 1], each O(1):
-    per scale, SSIM, 5·GMSD and PSNR/50 of the luma (PSNR capped at 100 dB)."""
+    per scale, SSIM-Y and PSNR-Y/50 as the yardsticks compute them (monitor.scoring.signals: FFmpeg's SSIM,
+    PSNR capped at 100 dB) and 5·GMSD (piq). Box-window SSIM costs a tenth of a Gaussian one on CPU."""
     if x.device.type == "meta":  # cost counting (registry.describe): piq checks values, which meta tensors lack
         return x.new_zeros(x.shape[0], FIDELITY_FEATURES)
     luma = torch.tensor(_LUMA, device=x.device).view(1, 3, 1, 1)
@@ -112,9 +115,8 @@ def fidelity(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     out = []
     for s in FIDELITY_SCALES:
         a, b = (F.avg_pool2d(t, s) if s > 1 else t for t in (y_x, y_r))
-        mse = (a - b).square().mean(dim=(1, 2, 3))
-        out += [piq.ssim(a, b, downsample=False, reduction="none"), 5 * piq.gmsd(a, b, reduction="none"),
-                (10 * torch.log10(1 / mse.clamp(min=1e-10))) / 50]
+        out += [ssim_y(255 * a[:, 0], 255 * b[:, 0]), 5 * piq.gmsd(a, b, reduction="none"),
+                psnr_y(255 * a[:, 0], 255 * b[:, 0]) / 50]
     return torch.stack(out, dim=1)
 
 
