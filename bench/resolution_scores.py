@@ -34,9 +34,8 @@ def main() -> None:
     ap.add_argument("--extra", nargs="*", default=[], help="NAME:PATH weights to score beside the shipped ones")
     args = ap.parse_args()
     rungs = resolution_rungs(SIZES, CRFS)
-    rows = {"vmaf": {h: [100.0 if e is p else float(v) for e, v in zip([p, *enc], [100.0, *still_scores((x, p) for x in enc)])]
-                     for h, (p, enc) in rungs.items()}}
-    models = [(f"{e['name']}-{e['variant']} {e.get('version', '')}", e["name"], "default") for e in manifest_entries()]
+    rows = {"vmaf": {h: [100.0, *map(float, still_scores((x, p) for x in enc))] for h, (p, enc) in rungs.items()}}
+    models = [(f"{e['name']}-{e['variant']} {e['version']}", e["name"], "default") for e in manifest_entries()]
     models += [(spec, *spec.split(":", 1)) for spec in args.extra]
     for label, name, weights in models:
         model = registry.create(name, "lite", weights=weights, for_inference=True)
