@@ -23,12 +23,14 @@ No code or weights exist; this is the reconstruction of ../shared/MODELS.md §5.
    spaced corner to corner (lite 3×3 = 9, paper 5×8 = 40), scores averaged. Reference and
    distorted frames must already be aligned and of equal size.
 
-Lite only, our addition (not in the paper): a pixel fidelity branch. Per crop pair, the SSIM-Y and
-PSNR-Y yardsticks and GMSD of the luma at scales 1, 1/2 and 1/4 join the fused features at the
-head's input.
+Lite only, our addition (not in the paper): a pixel fidelity branch. Per frame pair, the SSIM-Y and
+PSNR-Y yardsticks and GMSD of the luma at scales 1, 1/2 and 1/4 join every crop's fused features
+at the head's input.
 Why: a Lite0 trunk starts at stride 2 and its taps are pooled, so it is blind to the small,
 uniform pixel errors that decide codec damage on soft video, where plain PSNR-Y/SSIM-Y beat the
-learned score (held-out 720p clips). Weights trained without the branch (gsn-lite v1–v3) load with
+learned score (held-out 720p clips). Over the whole frame, not the crops: nine 224 crops see a
+fifth of a 720p frame, and whole-frame GMSD alone ranks those clips better than crop statistics
+do (v5; v4 read them per crop). Weights trained without the branch (gsn-lite v1–v3) load with
 zero head weights on these inputs, so they score exactly as they did.
 """
 from __future__ import annotations
@@ -105,7 +107,7 @@ _LUMA = (0.299, 0.587, 0.114)  # BT.601
 
 @torch.autocast("cuda", enabled=False)
 def fidelity(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-    """N×FIDELITY_FEATURES pixel-fidelity statistics of distorted vs reference RGB crops in [0, 1], each O(1):
+    """N×FIDELITY_FEATURES pixel-fidelity statistics of distorted vs reference RGB pictures in [0, 1], each O(1):
     per scale, SSIM-Y and PSNR-Y/50 as the yardsticks compute them (monitor.scoring.signals: FFmpeg's SSIM,
     PSNR capped at 100 dB) and 5·GMSD (piq). Box-window SSIM costs a tenth of a Gaussian one on CPU."""
     if x.device.type == "meta":  # cost counting (registry.describe): piq checks values, which meta tensors lack
@@ -151,8 +153,17 @@ class GSN(QualityModel):
         rows, cols = self.grid
         return (grid_crops(frames, CROP, rows, cols) - self.mean) / self.std, rows * cols
 
-    def forward(self, x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-        """Score per (distorted, reference) crop pair, both normalised, same shape."""
+    def score_frames(self, frames: torch.Tensor, refs: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """The base protocol, with the lite fidelity features read over each whole frame pair."""
+        if refs is None or not self.pixel_fidelity:
+            return super().score_frames(frames, refs)
+        (x, p), (r, _) = self.crops(frames), self.crops(refs)
+        per_crop = self(x, r, fidelity(frames, refs).repeat_interleave(p, dim=0))
+        return {"quality": per_crop.float().view(frames.shape[0], p).mean(dim=1)}
+
+    def forward(self, x: torch.Tensor, ref: torch.Tensor, frame_fidelity: torch.Tensor | None = None) -> torch.Tensor:
+        """Score per (distorted, reference) crop pair, both normalised, same shape. Lite: `frame_fidelity`, the
+        `fidelity` rows of each crop's frame pair; without it the crops are taken as whole pictures."""
         trunk = self.resnet if hasattr(self, "resnet") else self.lite0
         levels = trunk(torch.cat([ref, x]))
         vs = []
@@ -161,7 +172,9 @@ class GSN(QualityModel):
             delta = attend((f_ref - f_dist).abs())
             vs.append(project(torch.cat([f_dist, delta], dim=1).mean(dim=(2, 3))))
         if self.pixel_fidelity:
-            vs.append(fidelity(x * self.std + self.mean, ref * self.std + self.mean).to(vs[0].dtype))
+            if frame_fidelity is None:
+                frame_fidelity = fidelity(x * self.std + self.mean, ref * self.std + self.mean)
+            vs.append(frame_fidelity.to(vs[0].dtype))
         return self.head(torch.cat(vs, dim=1)).squeeze(1)
 
     def adapt_state_dict(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

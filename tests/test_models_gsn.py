@@ -116,7 +116,8 @@ def test_pixel_fidelity_features_see_what_the_trunk_pools_away():
     ref = torch.rand(2, 3, 96, 96)
     same = fidelity(ref, ref).view(2, len(FIDELITY_SCALES), 3)
     assert torch.allclose(same, torch.tensor([1.0, 0.0, 2.0]).expand_as(same), atol=1e-4)
-    noisy = fidelity((ref + 0.02 * torch.randn_like(ref)).clamp(0, 1), ref).view(2, len(FIDELITY_SCALES), 3)
+    noise = 0.05 * torch.randn(ref.shape, generator=torch.Generator().manual_seed(0))  # ~40 dB even at scale 1/4
+    noisy = fidelity((ref + noise).clamp(0, 1), ref).view(2, len(FIDELITY_SCALES), 3)
     assert (noisy[..., 0] < 1).all() and (noisy[..., 1] > 0).all() and (noisy[..., 2] < 1).all()
 
 
@@ -135,3 +136,19 @@ def test_weights_without_the_fidelity_branch_score_as_before():
         model.head[0].weight.data = model.head[0].weight.data[:, :-FIDELITY_FEATURES]
         without = model(model.crops(x)[0], model.crops(ref)[0])
     torch.testing.assert_close(with_branch, without, rtol=1e-5, atol=1e-6)
+
+
+def test_damage_between_the_crops_lowers_the_score():
+    """The lite fidelity features are read over the whole frame: noise in a band that none of the nine crops
+    covers (x 240–510 of a 1280×720 frame) still lowers the shipped model's score."""
+    from models import registry
+    from skimage import data, transform
+
+    model = registry.create("gsn")
+    ref = torch.from_numpy(transform.resize(data.astronaut(), (720, 1280), anti_aliasing=True)).permute(2, 0, 1)[None].float()
+    damaged = ref.clone()
+    damaged[..., 240:510] = (damaged[..., 240:510] + 0.1 * torch.randn(1, 3, 720, 270, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
+    assert torch.equal(model.crops(damaged)[0], model.crops(ref)[0])
+    with torch.no_grad():
+        same, worse = (model.normalise(model.score_frames(d, ref)["quality"]).item() for d in (ref, damaged))
+    assert worse < same - 5

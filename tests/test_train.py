@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from skimage import data
 
-from models import registry
+from models import gsn, registry
 from models.weights import WEIGHTS_DIR, WeightsError, load, manifest_entries, read_state_dict
 from monitor.cli import main
 from pipelines.train import corpus
@@ -155,6 +155,16 @@ def test_feature_cache_grows_by_parts(tiny_corpus, tmp_path):
     assert torch.equal(a["pixels"], b["pixels"]) and torch.equal(a["ref_pixels"], b["ref_pixels"])
     torch.testing.assert_close(a["gsn_tap2"], b["gsn_tap2"], rtol=0.02, atol=0.02)  # same crops, batched differently
     assert sorted(map(len, cache.by_group)) == sorted(map(len, one.by_group))  # the same sources share a reference
+
+    # GSN's per-frame features: of each whole image against its reference
+    fid = cache.batch(idx, ("frame_fidelity",))["frame_fidelity"]
+    whole_image = lambda path: torch.from_numpy(corpus.read_rgb(grown / path)).permute(2, 0, 1)[None].float() / 255  # noqa: E731
+    torch.testing.assert_close(fid[-1], gsn.fidelity(whole_image(appended[-1]["path"]), whole_image(appended[-1]["ref_path"]))[0])
+    assert fid[:, 0].min() < 0.99 and fid[:, 0].max() == 1  # distorted items and pristine ones
+    (grown / "cache" / "part1" / "frame_fidelity.npy").unlink()  # a part built before the array existed
+    kept = (grown / "cache" / "part1" / "pixels.npy").stat().st_mtime_ns
+    torch.testing.assert_close(features.build(grown, appended).batch(idx, ("frame_fidelity",))["frame_fidelity"], fid)
+    assert (grown / "cache" / "part1" / "pixels.npy").stat().st_mtime_ns == kept
 
     relative = set(cache.meta["items"][::3])  # as a no-reference model sees items labelled against a lossy master
     cache.rank_only(relative)

@@ -11,6 +11,9 @@ source is cut at the same positions, so one reference crop (and its taps) serves
 Arrays (fp16 features, uint8 pixels) are memory-mapped `.npy` files under `CORPUS/cache/`.
 Items added to a corpus later (its rows are appended, as pan clips are) go into a new part,
 `cache/partN/`, with only their own crops: earlier parts are never recomputed.
+Per item, not per crop: `frame_fidelity`, GSN-lite's fidelity features of the whole image against
+its reference (GSN reads them per frame). A part that lacks it (built before it existed) gets it
+added; its crops and taps are kept.
 """
 from __future__ import annotations
 
@@ -146,6 +149,7 @@ def build(corpus_root: Path, rows: list[dict], seed: int = 0, crops_per_source: 
         shutil.rmtree(out)
         parts, metas, done = [], [], []
     if parts and len(done) == len(crops):
+        _add_frame_fidelity(corpus_root, rows, parts)
         return FeatureCache(out)
     part = out / f"part{len(parts)}" if parts else out
     if part.exists() and part != out:
@@ -192,7 +196,29 @@ def build(corpus_root: Path, rows: list[dict], seed: int = 0, crops_per_source: 
             "distortion": [c[0]["distortion"] for c in new], "level": [c[0]["level"] for c in new]}
     (part / ".meta.json").write_text(json.dumps(meta))
     os.replace(part / ".meta.json", part / "meta.json")
+    _add_frame_fidelity(corpus_root, rows, part_dirs(out))
     return FeatureCache(out)
+
+
+def _add_frame_fidelity(corpus_root: Path, rows: list[dict], parts: list[Path]) -> None:
+    """Write `frame_fidelity.npy` (items × gsn.FIDELITY_FEATURES, float32) into the parts that lack it."""
+    from models import gsn
+
+    row_of = {r["item"]: r for r in rows}
+    to_tensor = lambda path: torch.from_numpy(read_rgb(corpus_root / path)).permute(2, 0, 1)[None].float() / 255  # noqa: E731
+    for part in parts:
+        if (part / "frame_fidelity.npy").is_file():
+            continue
+        items = json.loads((part / "meta.json").read_text())["items"]
+        out = np.lib.format.open_memmap(part / ".frame_fidelity.npy", "w+", np.float32, (len(items), gsn.FIDELITY_FEATURES))
+        ref_path = ref = None
+        for k, item in enumerate(items):
+            r = row_of[item]
+            if r["ref_path"] != ref_path:  # items of a source are consecutive: one read of each reference
+                ref_path, ref = r["ref_path"], to_tensor(r["ref_path"])
+            out[k] = gsn.fidelity(to_tensor(r["path"]), ref)[0].numpy()
+        out.flush()
+        os.replace(part / ".frame_fidelity.npy", part / "frame_fidelity.npy")
 
 
 class TrunkReplay(nn.Module):

@@ -169,7 +169,7 @@ def _labelled(b: dict[str, torch.Tensor]) -> torch.Tensor | None:
 
 
 def loss_gsn(model, b):
-    pred = model(_normalised(model, b["dist"]), _normalised(model, b["ref"]))
+    pred = model(_normalised(model, b["dist"]), _normalised(model, b["ref"]), b.get("frame_fidelity"))
     m = _labelled(b)
     return (pred.sum() * 0 if m is None else losses.gsn_loss(pred[m], label_scale(model, b["vmaf"][m]))), pred
 
@@ -241,7 +241,7 @@ def cached_batch(name: str, cache: features.FeatureCache, idx: np.ndarray,
         names = ("pixels", "ref_pixels", *_GSN_TAPS, *("ref_" + t for t in _GSN_TAPS))
     else:
         names = _TAPS
-    b = cache.batch(idx, names)
+    b = cache.batch(idx, names + (("frame_fidelity",) if name == "gsn" else ()))
     b.update({k: _sub_crop(b[k], top, left, flip) for k in names})
     dummy = torch.zeros(len(idx), 3, 1, 1)
     if name == "nemg":
