@@ -35,7 +35,6 @@ zero head weights on these inputs, so they score exactly as they did.
 """
 from __future__ import annotations
 
-import piq
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -103,23 +102,54 @@ class SpatialAttention(nn.Module):
 FIDELITY_SCALES = (1, 2, 4)
 FIDELITY_FEATURES = 3 * len(FIDELITY_SCALES)  # SSIM, GMSD, PSNR per scale
 _LUMA = (0.299, 0.587, 0.114)  # BT.601
+_GMSD_T = 170.0  # GMSD's stability constant (170/255² for [0, 1] pictures), in 8-bit units
 
 
-@torch.autocast("cuda", enabled=False)
+def _luma(x: torch.Tensor) -> torch.Tensor:
+    """N×1×H×W BT.601 luma of RGB in [0, 1], float32 in 8-bit units; in-place adds take a third of the time
+    of a weighted channel sum."""
+    y = x[:, 0:1].float() * (255 * _LUMA[0])
+    return y.add_(x[:, 1:2], alpha=255 * _LUMA[1]).add_(x[:, 2:3], alpha=255 * _LUMA[2]).clamp_(0, 255)
+
+
+def _halve(y: torch.Tensor) -> torch.Tensor:
+    """2×2 mean, odd sizes zero-padded first, as piq.gmsd downsamples (the same as avg_pool2d for even sizes)."""
+    h, w = y.shape[-2:]
+    return F.avg_pool2d(F.pad(y, (0, w % 2, 0, h % 2)) if h % 2 or w % 2 else y, 2)
+
+
+def _gradient_magnitude(y: torch.Tensor) -> torch.Tensor:
+    """|∇y| with 3×3 Prewitt kernels and zero padding; shifted slices, 10× faster on CPU than a 1-channel conv."""
+    p = F.pad(y, (1, 1, 1, 1))
+    dx, dy = p[..., 2:] - p[..., :-2], p[..., 2:, :] - p[..., :-2, :]
+    gx = (dx[..., :-2, :] + dx[..., 1:-1, :] + dx[..., 2:, :]) / 3
+    gy = (dy[..., :-2] + dy[..., 1:-1] + dy[..., 2:]) / 3
+    return torch.sqrt(gx * gx + gy * gy)
+
+
+def _gmsd(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """GMSD (Xue et al. 2013) of N×1×H×W luma pictures already halved: the deviation of the gradient magnitude
+    similarity map; what piq.gmsd returns for the unhalved pictures (a test checks it)."""
+    ga, gb = _gradient_magnitude(a), _gradient_magnitude(b)
+    return ((2 * ga * gb + _GMSD_T) / (ga * ga + gb * gb + _GMSD_T)).flatten(1).std(dim=1, correction=0)
+
+
 def fidelity(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     """N×FIDELITY_FEATURES pixel-fidelity statistics of distorted vs reference RGB pictures in [0, 1], each O(1):
     per scale, SSIM-Y and PSNR-Y/50 as the yardsticks compute them (monitor.scoring.signals: FFmpeg's SSIM,
-    PSNR capped at 100 dB) and 5·GMSD (piq). Box-window SSIM costs a tenth of a Gaussian one on CPU."""
-    if x.device.type == "meta":  # cost counting (registry.describe): piq checks values, which meta tensors lack
+    PSNR capped at 100 dB) and 5·GMSD. In 8-bit units and float32 (autocast off); each scale halves the one
+    before, which also gives GMSD its halved input."""
+    if x.device.type == "meta":  # cost counting (registry.describe): no values to compute statistics of
         return x.new_zeros(x.shape[0], FIDELITY_FEATURES)
-    luma = torch.tensor(_LUMA, device=x.device).view(1, 3, 1, 1)
-    y_x, y_r = ((t.float() * luma).sum(1, keepdim=True).clamp(0, 1) for t in (x, ref))
-    out = []
-    for s in FIDELITY_SCALES:
-        a, b = (F.avg_pool2d(t, s) if s > 1 else t for t in (y_x, y_r))
-        out += [ssim_y(255 * a[:, 0], 255 * b[:, 0]), 5 * piq.gmsd(a, b, reduction="none"),
-                psnr_y(255 * a[:, 0], 255 * b[:, 0]) / 50]
-    return torch.stack(out, dim=1)
+    with torch.autocast(x.device.type, enabled=False):
+        levels = [(_luma(x), _luma(ref))]  # scales 1, 2, 4, …: each level halves the one before
+        for _ in range(FIDELITY_SCALES[-1].bit_length()):
+            levels.append((_halve(levels[-1][0]), _halve(levels[-1][1])))
+        out = []
+        for s in FIDELITY_SCALES:
+            (a, b), halved = levels[s.bit_length() - 1], levels[s.bit_length()]
+            out += [ssim_y(a[:, 0], b[:, 0]), 5 * _gmsd(*halved), psnr_y(a[:, 0], b[:, 0]) / 50]
+        return torch.stack(out, dim=1)
 
 
 class GSN(QualityModel):

@@ -121,6 +121,20 @@ def test_pixel_fidelity_features_see_what_the_trunk_pools_away():
     assert (noisy[..., 0] < 1).all() and (noisy[..., 1] > 0).all() and (noisy[..., 2] < 1).all()
 
 
+def test_gmsd_of_the_fidelity_branch_is_piqs():
+    """GSN-lite's fast GMSD (Prewitt by shifted slices, on the branch's halved luma) is piq's GMSD, odd sizes
+    (zero-padded before halving) included."""
+    import piq
+    from models.gsn import _gmsd, _halve
+    from skimage import data
+
+    ref = torch.from_numpy(data.camera()[:333, :250]).float()[None, None]  # 8-bit units, odd height
+    x = (ref + 12 * torch.randn(ref.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 255)
+    ours = _gmsd(_halve(x), _halve(ref))
+    torch.testing.assert_close(ours, piq.gmsd(x / 255, ref / 255, reduction="none"), rtol=1e-4, atol=1e-6)
+    assert ours.item() > 0.05 and _gmsd(_halve(ref), _halve(ref)).item() == 0
+
+
 def test_weights_without_the_fidelity_branch_score_as_before():
     """gsn-lite v1–v3 files load into the model with the branch: zero head weights on its inputs, so the
     scores are those of the model they were trained in."""
