@@ -32,6 +32,8 @@ learned score (held-out 720p clips). Over the whole frame, not the crops: nine 2
 fifth of a 720p frame, and whole-frame GMSD alone ranks those clips better than crop statistics
 do (v5; v4 read them per crop). Weights trained without the branch (gsn-lite v1–v3) load with
 zero head weights on these inputs, so they score exactly as they did.
+Lite, since v6: the fusion weights on F_d are zero (`without_distorted_features`), so the score
+comes from what differs between the frames, not from how the distorted crop looks on its own.
 """
 from __future__ import annotations
 
@@ -206,6 +208,19 @@ class GSN(QualityModel):
                 frame_fidelity = fidelity(x * self.std + self.mean, ref * self.std + self.mean)
             vs.append(frame_fidelity.to(vs[0].dtype))
         return self.head(torch.cat(vs, dim=1)).squeeze(1)
+
+    def without_distorted_features(self) -> GSN:
+        """Zero the fusion weights on F_d, the distorted crop's own features, and keep their gradients at zero
+        (for training). The forward is unchanged, so files trained either way load into one model.
+        Why: F_d is a no-reference cue. It helps on stills with pristine masters but misleads on video whose
+        master is already soft or compressed, where the score must follow fidelity to that master (gsn-lite
+        v5 → v6 held out vs VMAF: bikes .926 → .952, all .954 → .963)."""
+        for project in self.project:
+            c = project.in_features // 2  # cat(F_d, Δ'): F_d first
+            with torch.no_grad():
+                project.weight[:, :c] = 0
+            project.weight.register_hook(lambda g, c=c: g.index_fill(1, torch.arange(c, device=g.device), 0))
+        return self
 
     def adapt_state_dict(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Weights trained without the pixel fidelity branch: zero head weights on its inputs (the same scores)."""

@@ -166,3 +166,23 @@ def test_damage_between_the_crops_lowers_the_score():
     with torch.no_grad():
         same, worse = (model.normalise(model.score_frames(d, ref)["quality"]).item() for d in (ref, damaged))
     assert worse < same - 5
+
+
+def test_without_distorted_features_trains_on_the_difference_only(models):
+    """gsn-lite's recipe zeroes the fusion weights on F_d (the distorted crop's own look) and they stay zero
+    through AdamW steps with weight decay, while the weights on Δ' learn; the shipped default has them at zero."""
+    from models import registry
+
+    model = copy.deepcopy(models["lite"]).without_distorted_features()
+    before = [p.weight.detach().clone() for p in model.project]
+    optimizer = torch.optim.AdamW(model.project.parameters(), lr=1e-2, weight_decay=1e-2)
+    x, ref = torch.rand(2, 4, 3, 96, 96)
+    for _ in range(2):
+        optimizer.zero_grad()
+        training_loss(model(x, ref), torch.tensor([0.2, 0.4, 0.6, 0.8])).backward()
+        optimizer.step()
+    for project, old in zip(model.project, before):
+        c = project.in_features // 2
+        assert project.weight[:, :c].abs().max() == 0 and not torch.equal(project.weight[:, c:], old[:, c:])
+    shipped = registry.create("gsn")
+    assert all(p.weight[:, : p.in_features // 2].abs().max() == 0 for p in shipped.project)

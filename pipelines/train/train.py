@@ -332,6 +332,8 @@ def train(name: str, data: str | Path, out: str | Path, variant: str = "lite", s
     trainable = set_trainable(model, recipe)
     if name == "nemg":
         start_nemg(model)
+    if (name, variant) == ("gsn", "lite"):
+        model.without_distorted_features()
     backbone = [p for n, p in model.named_parameters() if p.requires_grad and n.startswith(recipe.pretrained)]
     heads = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith(recipe.pretrained)]
     optimizer = torch.optim.AdamW([{"params": heads, "lr": lr}, {"params": backbone, "lr": lr * recipe.backbone_lr_scale}],
