@@ -237,8 +237,8 @@ def cached_batch(name: str, cache: features.FeatureCache, idx: np.ndarray,
         names = ("pixels", "ref_pixels", "tap1", "tap4_os16")
     elif name == "mfenet":  # the high-frequency branch reads pixels; QEN and DAN are the same frozen Lite0
         names = ("pixels", *_TAPS)
-    elif name == "gsn":  # the siamese CDC trunk (its own cached taps) sees cat(reference, distorted); pixels: fidelity
-        names = ("pixels", "ref_pixels", *_GSN_TAPS, *("ref_" + t for t in _GSN_TAPS))
+    elif name == "gsn":  # the siamese CDC trunk (its own cached taps) sees cat(reference, distorted); the fidelity
+        names = (*_GSN_TAPS, *("ref_" + t for t in _GSN_TAPS))  # branch reads its frame's cached statistics
     else:
         names = _TAPS
     b = cache.batch(idx, names + (("frame_fidelity",) if name == "gsn" else ()))
@@ -249,7 +249,7 @@ def cached_batch(name: str, cache: features.FeatureCache, idx: np.ndarray,
     if name == "mfenet":
         return {**b, "dist": b["pixels"]}, [b[t] for t in _TAPS]
     if name == "gsn":
-        return {**b, "dist": b["pixels"], "ref": b["ref_pixels"]}, [torch.cat([b["ref_" + t], b[t]]) for t in _GSN_TAPS]
+        return {**b, "dist": dummy, "ref": dummy}, [torch.cat([b["ref_" + t], b[t]]) for t in _GSN_TAPS]
     return {**b, "dist": dummy}, [b[t] for t in _TAPS]
 
 
