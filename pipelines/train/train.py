@@ -227,7 +227,8 @@ def _sub_crop(t: torch.Tensor, top: int, left: int, flip: bool) -> torch.Tensor:
 
 def cached_batch(name: str, cache: features.FeatureCache, idx: np.ndarray,
                  rng: np.random.Generator) -> tuple[dict, list[torch.Tensor]]:
-    """A batch from the feature cache: pixel inputs where the model reads pixels beside its trunk, and the trunk taps.
+    """A batch from the feature cache: pixel inputs where the model reads pixels beside its trunk, and the trunk taps
+    (none for GSN, whose trunk trains and runs on the pixels).
 
     Augmentation without recomputing the trunk: one AUG_CROP window (offsets on the 32 px grid, so
     every tap map has the window on its own grid) and a horizontal flip, applied alike to the pixels
