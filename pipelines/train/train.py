@@ -55,7 +55,6 @@ class Recipe:
     pretrained: tuple[str, ...] = ()  # prefixes of the modules the model builds from pretrained weights
     rank_weight: float = 0.0  # weight of the within-source rank loss; > 0 also trains on rank-only items
     tuned: tuple[str, ...] = ()  # trunk attributes whose last stages (blocks 5–6) fine-tune from the cached taps
-    trunk_from_pixels: bool = False  # early trunk blocks train too, so the trunk runs on the cached pixel crops
 
 
 # Lite: the heads on a frozen ImageNet Lite0 (trained from the feature cache). Paper: everything, backbone at
@@ -63,8 +62,7 @@ class Recipe:
 RECIPES: dict[tuple[str, str], Recipe] = {
     ("nemg", "lite"): Recipe(("res_out.", "predict_net.", "regression."), 1e-4, 8, 400, 1e-4, pretrained=("lite0.",)),
     ("gsn", "lite"): Recipe(("attention.", "project.", "head.", "lite0.blocks.1.", "lite0.blocks.2.", "lite0.blocks.5.",
-                             "lite0.blocks.6."), 1e-3, 32, 3000, 1e-2, pretrained=("lite0.",), rank_weight=1.0,
-                            trunk_from_pixels=True),
+                             "lite0.blocks.6."), 1e-3, 32, 3000, 1e-2, pretrained=("lite0.",), rank_weight=1.0),
     ("mfenet", "lite"): Recipe(("hfen.", "aff.", "ffm.", "head.", "qen.blocks.5.", "qen.blocks.6."), 1e-3, 16, 800,
                                1e-2, pretrained=("qen.", "dan."), rank_weight=1.0, tuned=("qen",)),
     ("liqe", "lite"): Recipe(("project.", "quality_embed", "scene_embed", "distortion_embed", "mix.", "logit_scale",
@@ -208,7 +206,8 @@ def loss_liqe(model, b):
 
 
 LOSSES: dict[str, Callable] = {"nemg": loss_nemg, "gsn": loss_gsn, "mfenet": loss_mfenet, "liqe": loss_liqe}
-TRUNKS = {"nemg": ("lite0",), "mfenet": ("qen", "dan"), "liqe": ("trunk",)}  # GSN's trunk trains from pixels
+# Trunk attributes replayed from cached taps. Not GSN's: its CDC blocks 1–2 train, so it runs on the cached pixels.
+TRUNKS = {"nemg": ("lite0",), "mfenet": ("qen", "dan"), "liqe": ("trunk",)}
 _TAPS = tuple(f"tap{t}" for t in features.TAPS)
 
 
@@ -383,11 +382,11 @@ def train(name: str, data: str | Path, out: str | Path, variant: str = "lite", s
             rng = np.random.default_rng([seed, step])
             b, taps = cached_batch(name, cache, batch_indices(cache, recipe, batch, rng), rng)
             b = {k: v.to(device) for k, v in b.items()}
-            if recipe.trunk_from_pixels:
-                loss, pred = loss_fn(model, b)
-            else:
+            if name in TRUNKS:
                 with features.replay(model, TRUNKS[name], [t.to(device) for t in taps], recipe.tuned):
                     loss, pred = loss_fn(model, b)
+            else:
+                loss, pred = loss_fn(model, b)
             if recipe.rank_weight:
                 loss = loss + recipe.rank_weight * within_source_rank_loss(unit_score(model, pred), b)
         else:
