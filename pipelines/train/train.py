@@ -62,7 +62,7 @@ class Recipe:
 RECIPES: dict[tuple[str, str], Recipe] = {
     ("nemg", "lite"): Recipe(("res_out.", "predict_net.", "regression."), 1e-4, 8, 400, 1e-4, pretrained=("lite0.",)),
     ("gsn", "lite"): Recipe(("attention.", "project.", "head.", "lite0.blocks.1.", "lite0.blocks.2.", "lite0.blocks.5.",
-                             "lite0.blocks.6."), 1e-3, 32, 3000, 1e-2, pretrained=("lite0.",), rank_weight=1.0),
+                             "lite0.blocks.6."), 1e-3, 32, 6000, 1e-2, pretrained=("lite0.",), rank_weight=1.0),
     ("mfenet", "lite"): Recipe(("hfen.", "aff.", "ffm.", "head.", "qen.blocks.5.", "qen.blocks.6."), 1e-3, 16, 800,
                                1e-2, pretrained=("qen.", "dan."), rank_weight=1.0, tuned=("qen",)),
     ("liqe", "lite"): Recipe(("project.", "quality_embed", "scene_embed", "distortion_embed", "mix.", "logit_scale",
