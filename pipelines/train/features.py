@@ -236,7 +236,7 @@ class TrunkReplay(nn.Module):
 
 @contextlib.contextmanager
 def replay(model: nn.Module, attrs: tuple[str, ...], taps: list[torch.Tensor], tuned: tuple[str, ...] = ()):
-    """Swap the model's trunk attribute(s) for a replay of `taps`; the real trunk comes back afterwards.
+    """Swap the model's trunk attribute(s) for a replay of `taps` (none: it runs as it is); the real trunk comes back afterwards.
     Trunks named in `tuned` recompute their last tap through their own blocks 5–6 (see TrunkReplay)."""
     saved = {a: getattr(model, a) for a in attrs}
     try:

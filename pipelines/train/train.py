@@ -382,11 +382,8 @@ def train(name: str, data: str | Path, out: str | Path, variant: str = "lite", s
             rng = np.random.default_rng([seed, step])
             b, taps = cached_batch(name, cache, batch_indices(cache, recipe, batch, rng), rng)
             b = {k: v.to(device) for k, v in b.items()}
-            if name in TRUNKS:
-                with features.replay(model, TRUNKS[name], [t.to(device) for t in taps], recipe.tuned):
-                    loss, pred = loss_fn(model, b)
-            else:
-                loss, pred = loss_fn(model, b)
+            with features.replay(model, TRUNKS.get(name, ()), [t.to(device) for t in taps], recipe.tuned):
+                loss, pred = loss_fn(model, b)  # GSN: no trunk replayed, it runs on the pixels
             if recipe.rank_weight:
                 loss = loss + recipe.rank_weight * within_source_rank_loss(unit_score(model, pred), b)
         else:
