@@ -553,7 +553,8 @@ def cmd_corpus(args) -> int:
     from pipelines.train import corpus
 
     path = corpus.build(args.pristine, args.out, seed=args.seed, workers=args.workers,
-                        train=tuple(args.train or corpus.DEFAULT_TRAIN), val=tuple(args.val or corpus.DEFAULT_VAL))
+                        train=corpus.DEFAULT_TRAIN if args.train is None else tuple(args.train),
+                        val=tuple(args.val or corpus.DEFAULT_VAL))
     rows = corpus.load(args.out).to_pylist()
     for split in ("train", "val"):
         part = [r for r in rows if r["split"] == split]

@@ -160,8 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--seed", type=int, default=0, help="draws of distortions and levels (default 0)")
     c.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
                    help="encoding/labelling processes (default: 2, or 1 on a 1-core machine)")
-    c.add_argument("--train", nargs="+", metavar="SUBFOLDER",
-                   help="subfolders to train on (default: bsds500/train bsds500/val urban100 sunhays80)")
+    c.add_argument("--train", nargs="*", metavar="SUBFOLDER",
+                   help="subfolders to train on (default: bsds500/train bsds500/val urban100 sunhays80; "
+                        "none: `--train` alone, e.g. to build only held-out video)")
     c.add_argument("--val", nargs="+", metavar="SUBFOLDER",
                    help="subfolders held out for validation (default: bsds500/test kodak24 video)")
     c.set_defaults(func=commands.cmd_corpus)

@@ -14,7 +14,7 @@ one size are encoded together as one all-intra video per codec and CRF, so a cor
 hundred photos costs a few encoder runs, not thousands. For VMAF every item is shown twice in a
 row, so its motion term is 0 (a photo has no motion) instead of measuring the cut to the next
 photo. Video clips are encoded as real video (P/B frames) and labelled frame by frame with the
-motion term as VMAF measures it in use; a few evenly spaced frames per encode become items.
+motion term as VMAF measures it in use; 24 evenly spaced frames per encode become items.
 The training split gets video the same way from pan clips: a camera pan over each large
 training still, captured and mastered like real footage (`pan_frames`).
 
@@ -99,8 +99,10 @@ LADDER: list[tuple[float, str, int]] = [(1.5, "h264", 26), (2.0, "h264", 32), (2
 CODEC_COARSE = "jpeg compression"  # LIQE has no video-codec class; block-transform compression is the nearest
 PIXEL_FAMILIES = 6  # pixel-domain distortion types drawn per pristine image, each at all its levels (rank pairs)
 VAL_IMAGES_PER_SUBSET = 50  # validation images kept per folder (evenly spaced): validation cost stays bounded
-VIDEO_FRAMES = 120  # frames of a clip that are encoded
-FRAMES_PER_ENCODE = 6  # evenly spaced frames of each encode that become items
+VIDEO_PIXELS = 300 * 1280 * 720  # frames of a clip that are encoded: up to 300 at 720p (about the whole clips
+# here), fewer for larger frames, so a worker's frame lists stay within a few GB
+FRAMES_PER_ENCODE = 24  # evenly spaced frames of each encode that become items: VMAF's per-frame label moves with
+# the clip's motion, so a few frames measure a model on a few motion states (6 frames gave CIs of ±.04 on a clip)
 # Pan clips (training video): a camera pan over a large training still, rendered at a streaming size and
 # captured like real footage (lens softness, temporal sensor noise, a lossy mezzanine encode whose decode is
 # the clip's reference), then put through the clips' codec sweep and ladder. Why: the training stills hold
@@ -397,14 +399,14 @@ def run_ladder_job(out: Path, rung: int, sources: list[dict]) -> list[dict]:
 
 
 def run_video_job(out: Path, source: dict) -> list[dict]:
-    """Encode the clip's first VIDEO_FRAMES frames as real video (see `_video_rows`)."""
+    """Encode the clip's first VIDEO_PIXELS worth of frames as real video (see `_video_rows`)."""
     path = Path(source["path"])
     try:
         with av.open(str(path)) as c:
             frames = []
             for f in c.decode(video=0):
                 frames.append(even_crop(f.to_ndarray(format="rgb24")))
-                if len(frames) == VIDEO_FRAMES:
+                if len(frames) * frames[0].size // 3 >= VIDEO_PIXELS:
                     break
     except av.FFmpegError as e:
         raise InputError(f"{path}: cannot decode ({e})") from None
