@@ -116,20 +116,12 @@ def test_pan_clip_is_encoded_video_of_a_moving_still(tmp_path, monkeypatch):
 def test_held_out_clip_items_span_the_clip_within_its_pixel_budget(tmp_path, monkeypatch, capsys):
     """`vqmon corpus --train --val video` builds held-out video alone: frames up to the pixel budget are encoded,
     and the items are FRAMES_PER_ENCODE frames spread from the first to the last of them."""
-    import av
+    from monitor.samples import encode, panned_frames
 
     monkeypatch.setattr(corpus, "VIDEO_PIXELS", 30 * 96 * 64)
     monkeypatch.setattr(corpus, "FRAMES_PER_ENCODE", 4)
     (tmp_path / "video").mkdir()
-    with av.open(str(tmp_path / "video" / "clip.mp4"), "w") as c:
-        s = c.add_stream("libx264", rate=25, options={"crf": "12"})
-        s.width, s.height, s.pix_fmt = 96, 64, "yuv420p"
-        img = np.asarray(Image.fromarray(data.astronaut()).resize((160, 64)))
-        for t in range(40):  # a pan: 2 px per frame
-            for p in s.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(img[:, 2 * t: 2 * t + 96]), format="rgb24")):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
+    encode(str(tmp_path / "video" / "clip.mp4"), panned_frames(96, 64, 40), crf=12)
     assert main(["corpus", str(tmp_path), "--out", str(tmp_path / "out"), "--workers", "1", "--train", "--val", "video"]) == 0
     assert "train: 0 items" in capsys.readouterr().out
     items = rows(tmp_path / "out")

@@ -406,7 +406,7 @@ def run_video_job(out: Path, source: dict) -> list[dict]:
             frames = []
             for f in c.decode(video=0):
                 frames.append(even_crop(f.to_ndarray(format="rgb24")))
-                if len(frames) * frames[0].size // 3 >= VIDEO_PIXELS:
+                if len(frames) * frames[0].shape[0] * frames[0].shape[1] >= VIDEO_PIXELS:
                     break
     except av.FFmpegError as e:
         raise InputError(f"{path}: cannot decode ({e})") from None
