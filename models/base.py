@@ -41,10 +41,15 @@ class QualityModel(nn.Module):
         """Frame protocol: N×3×H×W RGB [0,1] → (N·P)×3×h×w model input (normalised), and P."""
         raise NotImplementedError
 
-    def score_frames(self, frames: torch.Tensor, refs: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    uses_ref_motion = False  # whether score_frames reads `ref_motion` (pairers then measure it)
+
+    def score_frames(self, frames: torch.Tensor, refs: torch.Tensor | None = None,
+                     ref_motion: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Score whole frames; returns {"quality": N native scores, ...optional per-frame extras}.
 
-        Default: apply the frame protocol, run `forward` on all crops, average per frame.
+        `ref_motion` (FR): the reference's VMAF motion at each frame (`monitor.source.align.ReferenceMotion`;
+        0 for stills), read by models with `uses_ref_motion`. Default: apply the frame protocol, run
+        `forward` on all crops, average per frame.
         """
         x, p = self.crops(frames)
         if self.info.kind == "FR":

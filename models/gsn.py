@@ -102,7 +102,8 @@ class SpatialAttention(nn.Module):
 
 
 FIDELITY_SCALES = (1, 2, 4)
-FIDELITY_FEATURES = 3 * len(FIDELITY_SCALES)  # SSIM, GMSD, PSNR per scale
+FIDELITY_FEATURES = 3 * len(FIDELITY_SCALES) + 1  # SSIM, GMSD, PSNR per scale; the reference's motion
+MOTION_CAP = 20.0  # VMAF motion above this reads as this: VMAF's own gain from motion levels off long before
 _LUMA = (0.299, 0.587, 0.114)  # BT.601
 _GMSD_T = 170.0  # GMSD's stability constant (170/255² for [0, 1] pictures), in 8-bit units
 
@@ -136,13 +137,17 @@ def _gmsd(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return ((2 * ga * gb + _GMSD_T) / (ga * ga + gb * gb + _GMSD_T)).flatten(1).std(dim=1, correction=0)
 
 
-def fidelity(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+def fidelity(x: torch.Tensor, ref: torch.Tensor, motion: torch.Tensor | None = None) -> torch.Tensor:
     """N×FIDELITY_FEATURES pixel-fidelity statistics of distorted vs reference RGB pictures in [0, 1], each O(1):
     per scale, SSIM-Y and PSNR-Y/50 as the yardsticks compute them (monitor.scoring.signals: FFmpeg's SSIM,
     PSNR capped at 100 dB) and 5·GMSD. In 8-bit units and float32 (autocast off); each scale halves the one
-    before, which also gives GMSD its halved input."""
+    before, which also gives GMSD its halved input. Last, the reference's VMAF motion (None: 0, a still),
+    capped at MOTION_CAP, /10. Why: VMAF, the teacher, forgives more loss on moving content; without the
+    motion a frame pair cannot tell a pan from a still (held out vs VMAF: bikes .961 → .976)."""
     if x.device.type == "meta":  # cost counting (registry.describe): no values to compute statistics of
         return x.new_zeros(x.shape[0], FIDELITY_FEATURES)
+    if motion is None:
+        motion = x.new_zeros(x.shape[0])
     with torch.autocast(x.device.type, enabled=False):
         levels = [(_luma(x), _luma(ref))]  # scales 1, 2, 4, …: each level halves the one before
         for _ in range(FIDELITY_SCALES[-1].bit_length()):
@@ -151,6 +156,7 @@ def fidelity(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
         for s in FIDELITY_SCALES:
             (a, b), halved = levels[s.bit_length() - 1], levels[s.bit_length()]
             out += [ssim_y(a[:, 0], b[:, 0]), 5 * _gmsd(*halved), psnr_y(a[:, 0], b[:, 0]) / 50]
+        out.append(motion.to(x.device, torch.float32).clamp(0, MOTION_CAP) / 10)
         return torch.stack(out, dim=1)
 
 
@@ -185,12 +191,17 @@ class GSN(QualityModel):
         rows, cols = self.grid
         return (grid_crops(frames, CROP, rows, cols) - self.mean) / self.std, rows * cols
 
-    def score_frames(self, frames: torch.Tensor, refs: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    @property
+    def uses_ref_motion(self) -> bool:
+        return self.pixel_fidelity
+
+    def score_frames(self, frames: torch.Tensor, refs: torch.Tensor | None = None,
+                     ref_motion: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """The base protocol, with the lite fidelity features read over each whole frame pair."""
         if refs is None or not self.pixel_fidelity:
             return super().score_frames(frames, refs)
         (x, p), (r, _) = self.crops(frames), self.crops(refs)
-        per_crop = self(x, r, fidelity(frames, refs).repeat_interleave(p, dim=0))
+        per_crop = self(x, r, fidelity(frames, refs, ref_motion).repeat_interleave(p, dim=0))
         return {"quality": per_crop.float().view(frames.shape[0], p).mean(dim=1)}
 
     def forward(self, x: torch.Tensor, ref: torch.Tensor, frame_fidelity: torch.Tensor | None = None) -> torch.Tensor:
@@ -223,11 +234,13 @@ class GSN(QualityModel):
         return self
 
     def adapt_state_dict(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Weights trained without the pixel fidelity branch: zero head weights on its inputs (the same scores)."""
+        """Weights trained without the pixel fidelity branch (v4 and before) or without its motion input (v8 and
+        before): zero head weights on the inputs they lack, which come last (the same scores)."""
         w = state_dict.get("head.0.weight")
         own = self.head[0].weight
-        if w is not None and self.pixel_fidelity and w.shape[1] == own.shape[1] - FIDELITY_FEATURES:
-            state_dict = {**state_dict, "head.0.weight": torch.cat([w, w.new_zeros(w.shape[0], FIDELITY_FEATURES)], 1)}
+        missing = own.shape[1] - w.shape[1] if w is not None else 0
+        if self.pixel_fidelity and missing in (1, FIDELITY_FEATURES):
+            state_dict = {**state_dict, "head.0.weight": torch.cat([w, w.new_zeros(w.shape[0], missing)], 1)}
         return state_dict
 
     def fold(self) -> GSN:

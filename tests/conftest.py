@@ -63,3 +63,18 @@ def ffmpeg_fr(dist: str, ref: str, ref_filter: str = "null") -> tuple[np.ndarray
     psnr = [float(m) for m in re.findall(r"psnr_y:(\S+)", p.stdout)]
     ssim = [float(m) for m in re.findall(r"\bY:(\S+)", p.stdout)]
     return np.array(psnr), np.array(ssim)
+
+
+def libvmaf_motion2(path: str) -> list[float]:
+    """VMAF's motion2 of each frame of a clip, from libvmaf itself (the clip against itself)."""
+    import json
+    import tempfile
+
+    import imageio_ffmpeg
+
+    with tempfile.TemporaryDirectory() as tmp:
+        log = f"{tmp}/vmaf.json"
+        subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-i", path, "-i", path,
+                        "-lavfi", f"libvmaf=log_fmt=json:log_path={log}", "-f", "null", "-"], check=True)
+        with open(log) as f:
+            return [fr["metrics"]["integer_motion2"] for fr in json.load(f)["frames"]]

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import libvmaf_motion2
 from monitor.records import StreamEvent
 from monitor.samples import encode, panned_frames
 from monitor.scoring.signals import psnr_y, to_float_luma
-from monitor.source.align import MIN_FRAMES, Aligner
+from monitor.source.align import MIN_FRAMES, Aligner, ReferencePairer
 from monitor.source.frames import Frame
 from monitor.source.sources import FileSource
 
@@ -144,3 +145,37 @@ def test_reference_buffer_stays_bounded_on_a_long_stream():
         held.append(aligner.buffered)
     assert aligner.paired == 595 - (MIN_FRAMES - 1)
     assert max(held) <= 2 * 10 + 4 + 1
+
+
+@pytest.fixture(scope="module")
+def cut_clip(tmp_path_factory):
+    """A lossless clip with a pan, a cut to another picture and a still stretch: motion, a cut, none."""
+    pan = list(panned_frames(W, H, 12, step=2))
+    other = next(panned_frames(W, H, 1, photo="chelsea"))
+    return encode(str(tmp_path_factory.mktemp("motion") / "ref.mp4"), pan + [other] * 6, fps=FPS, crf=None)
+
+
+@pytest.mark.parametrize("scale", [1, 2])
+def test_reference_motion_is_what_libvmaf_measures(cut_clip, scale):
+    """Paired references carry VMAF's motion2, measured at the reference's own size even when it is scaled
+    to a smaller distorted stream; the cut counts as no motion, as VMAF counts it."""
+    truth = libvmaf_motion2(cut_clip)
+    w, h = W // scale, H // scale
+    pairer = ReferencePairer(FileSource(cut_clip, scale_to=(w, h)), motion=True)
+    motion = []
+    for frame in FileSource(cut_clip, scale_to=(w, h)):
+        m = pairer.match(frame)
+        assert m.reference.index == frame.index and m.reference.y.shape == (h, w)
+        motion.append(m.reference.motion)
+    assert len(motion) == len(truth) == 18
+    assert motion == pytest.approx(truth, abs=0.01)
+    assert motion[0] == 0 and min(motion[1:12]) > 1 and max(motion[12:]) < 0.1  # pan, cut, still
+
+    aligner = Aligner(FileSource(cut_clip), search=4, motion=True)
+    aligned = {f.index: m.reference.motion for f in FileSource(cut_clip) if (m := aligner.match(f)) is not None}
+    assert aligned and all(v == pytest.approx(truth[i], abs=0.01) for i, v in aligned.items())
+
+
+def test_references_carry_no_motion_unless_asked(cut_clip):
+    pairer = ReferencePairer(FileSource(cut_clip))
+    assert all(pairer.match(f).reference.motion is None for f in FileSource(cut_clip))

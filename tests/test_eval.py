@@ -184,7 +184,7 @@ def _corpus(d):
                 rows.append({"item": f"{subset}-{s}-{level}", "split": "val", "subset": subset,
                              "source": f"{subset}-{s}", "distortion": "blur", "level": level, "path": path,
                              "ref_path": ref, "vmaf": 95.0 - 30 * level, "psnr_y": 50.0 - 10 * level,
-                             "ssim_y": 1.0 - 0.1 * level, "teacher": "vmaf"})
+                             "ssim_y": 1.0 - 0.1 * level, "teacher": "vmaf", "ref_motion": 0.0})
     rows.append({**rows[0], "item": "train-row", "split": "train", "vmaf": 0.0})
     rows.append({**rows[1], "item": "level-teacher", "teacher": "level", "vmaf": None, "psnr_y": None,
                  "ssim_y": None})

@@ -114,11 +114,39 @@ def test_pixel_fidelity_features_see_what_the_trunk_pools_away():
     from models.gsn import FIDELITY_SCALES, fidelity
 
     ref = torch.rand(2, 3, 96, 96)
-    same = fidelity(ref, ref).view(2, len(FIDELITY_SCALES), 3)
-    assert torch.allclose(same, torch.tensor([1.0, 0.0, 2.0]).expand_as(same), atol=1e-4)
+    same = fidelity(ref, ref)
+    assert torch.allclose(same[:, :-1].view(2, len(FIDELITY_SCALES), 3), torch.tensor([1.0, 0.0, 2.0]).expand(2, 3, 3), atol=1e-4)
     noise = 0.05 * torch.randn(ref.shape, generator=torch.Generator().manual_seed(0))  # ~40 dB even at scale 1/4
-    noisy = fidelity((ref + noise).clamp(0, 1), ref).view(2, len(FIDELITY_SCALES), 3)
+    noisy = fidelity((ref + noise).clamp(0, 1), ref)[:, :-1].view(2, len(FIDELITY_SCALES), 3)
     assert (noisy[..., 0] < 1).all() and (noisy[..., 1] > 0).all() and (noisy[..., 2] < 1).all()
+
+
+def test_the_last_fidelity_feature_is_the_reference_motion_capped():
+    """No motion given means a still (0); VMAF motion reads /10 up to MOTION_CAP, so a cut or a whip pan that
+    VMAF's own term has long stopped rewarding does not push the score further."""
+    from models.gsn import MOTION_CAP, fidelity
+
+    ref = torch.rand(3, 3, 64, 64)
+    assert fidelity(ref, ref)[:, -1].tolist() == [0.0, 0.0, 0.0]
+    moved = fidelity(ref, ref, torch.tensor([4.0, MOTION_CAP, 80.0]))[:, -1]
+    assert moved.tolist() == pytest.approx([0.4, MOTION_CAP / 10, MOTION_CAP / 10])
+
+
+def test_weights_without_the_motion_input_ignore_it():
+    """gsn-lite v5–v8 files (nine fidelity features, no motion) load with a zero head weight on the motion
+    input: the reference's motion changes nothing, as in the model they were trained in."""
+    from models.gsn import GSN
+
+    older = GSN("lite").eval()
+    state = older.state_dict()
+    state["head.0.weight"] = state["head.0.weight"][:, :-1]
+    model = GSN("lite").eval()
+    model.load_state_dict(model.adapt_state_dict(state))
+    frames, refs = torch.rand(2, 2, 3, 256, 256)
+    with torch.no_grad():
+        still, moving = (model.score_frames(frames, refs, m)["quality"] for m in (None, torch.tensor([12.0, 3.0])))
+        told = older.score_frames(frames, refs, torch.tensor([12.0, 3.0]))["quality"]
+    assert torch.equal(still, moving) and not torch.allclose(told, moving)
 
 
 def test_gmsd_of_the_fidelity_branch_is_piqs():

@@ -43,6 +43,31 @@ def test_fr_model_scores_only_frames_with_a_reference(clips):
     assert all(r.model == "gsn/lite@untrained" for r in rows)
 
 
+def test_fr_model_reads_the_reference_motion_libvmaf_measures(clips):
+    """GSN-lite is given the reference's VMAF motion at each frame (its teacher's motion term): its records are
+    what the model scores with libvmaf's own motion values, and not what it scores as a still."""
+    import av
+    import torch
+
+    from conftest import libvmaf_motion2
+
+    sink = Collect()
+    model = registry.create("gsn", "lite", weights=None).eval()
+    score_file(StreamConfig(clips["dist"], ref=clips["ref"]), models=[model], sinks=[sink])
+    got = [r.value for r in sink.records if isinstance(r, FrameScore) and r.metric == "fr.gsn"]
+
+    def rgb(path):
+        with av.open(path) as c:
+            return torch.stack([torch.from_numpy(f.to_ndarray(format="rgb24")) for f in c.decode(video=0)]).permute(0, 3, 1, 2) / 255
+
+    motion = torch.tensor(libvmaf_motion2(clips["ref"]))
+    assert len(got) == len(motion) == 10 and motion[1:].min() > 1
+    with torch.no_grad():
+        moving, still = (model.score_frames(rgb(clips["dist"]), rgb(clips["ref"]), m)["quality"] for m in (motion, None))
+    assert got == pytest.approx(moving.tolist(), rel=1e-3, abs=1e-4)
+    assert got != pytest.approx(still.tolist(), rel=1e-3, abs=1e-4)
+
+
 def test_model_without_shipped_weights_is_a_clear_usage_error(clips, capsys):
     assert main(["score", clips["dist"], "--model", "nemg/paper", "-q"]) == 2
     err = capsys.readouterr().err

@@ -60,6 +60,7 @@ def test_corpus_items_labels_and_levels(tiny_corpus):
             assert r["vmaf"] is None
         else:
             assert 0 <= r["vmaf"] <= 100 and r["psnr_y"] > 0 and 0 < r["ssim_y"] <= 1
+        assert r["ref_motion"] == 0  # stills: VMAF's motion term is 0, and GSN-lite is told so
     pristine = [r["vmaf"] for r in items if r["level"] == 0]
     assert min(pristine) > 90
     for src in {r["source"] for r in items}:  # VMAF falls as the x264 CRF rises, for every photo
@@ -130,6 +131,9 @@ def test_held_out_clip_items_span_the_clip_within_its_pixel_budget(tmp_path, mon
     codecs = sum(len(crfs) - 1 for _, crfs, _ in corpus.CODECS.values())  # no ladder rung is below 64 lines
     assert len(items) == 4 * (1 + codecs)
     assert all(0 <= r["vmaf"] <= 100 for r in items)
+    motion = {r["source"]: r["ref_motion"] for r in items if r["distortion"] == "pristine"}
+    assert all(r["ref_motion"] == motion[r["source"]] for r in items)  # the reference's motion, whatever the encode
+    assert motion["video:clip/f0000"] == 0 and min(v for s, v in motion.items() if s != "video:clip/f0000") > 0.5
 
 
 def test_pan_clips_come_from_large_training_stills_last_in_the_plan(tmp_path):

@@ -140,6 +140,7 @@ class ModelScorer:
     On CUDA it runs under bf16 autocast (fp16 where bf16 is unsupported); on CPU in fp32 (bf16 with
     VQMON_CPU_BF16=1 where the CPU has bf16 instructions: `models.inference.autocast_dtype`). Records
     carry `model` = name/variant@sha256-prefix, or @untrained for a model created with weights=None.
+    An FR model gets each reference's `motion` (0 where the pairer did not measure it: see `uses_ref_motion`).
     """
 
     needs_rgb = True
@@ -165,9 +166,12 @@ class ModelScorer:
         extras: list[dict] = [{} for _ in frames]
         if idx:
             x = rgb_batch([frames[i] for i in idx], self.device)
-            r = rgb_batch([refs[i] for i in idx], self.device) if self.fr else None
             with torch.autocast(self.device.type, dtype=self._dtype, enabled=self._dtype is not None):
-                out = self.model.score_frames(x, r)
+                if self.fr:
+                    r = rgb_batch([refs[i] for i in idx], self.device)
+                    out = self.model.score_frames(x, r, torch.tensor([refs[i].motion or 0.0 for i in idx]))
+                else:
+                    out = self.model.score_frames(x)
             values[idx] = out.pop("quality").float().cpu().numpy()
             for key, t in out.items():  # per-frame distributions, e.g. LIQE's scene and distortion
                 probs = t.double().cpu().numpy().round(4)

@@ -27,6 +27,21 @@ def plane(y: np.ndarray, bit_depth: int) -> np.ndarray:
     return y.astype(np.float32) * np.float32(255.0 / ((1 << bit_depth) - 1))
 
 
+# libvmaf's motion filter: a 5-tap Gaussian, applied along rows and columns with mirrored edges
+_MOTION_TAPS = np.array([0.054488685, 0.244201342, 0.402619947, 0.244201342, 0.054488685], np.float32)
+
+
+def motion_blur(y: np.ndarray) -> np.ndarray:
+    """A `plane()` blurred as VMAF's motion feature blurs it, float32 in 8-bit units."""
+    return cv2.sepFilter2D(y.astype(np.float32, copy=False), cv2.CV_32F, _MOTION_TAPS, _MOTION_TAPS,
+                           borderType=cv2.BORDER_REFLECT_101)
+
+
+def motion_sad(a: np.ndarray, b: np.ndarray) -> float:
+    """VMAF's motion between two `motion_blur` planes: their mean absolute difference."""
+    return cv2.norm(a, b, cv2.NORM_L1) / a.size
+
+
 def _mean(y: np.ndarray) -> float:
     return cv2.mean(y)[0]
 

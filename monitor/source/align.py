@@ -11,7 +11,8 @@ and re-locks when frames are dropped, repeated or added; while unsure it pairs n
 no-reference metrics are scored (a misaligned pair would read as bad quality).
 
 Both scale a reference of another size to the distorted frame's size (swscale bicubic): quality
-is judged at the resolution the viewer receives.
+is judged at the resolution the viewer receives. With `motion=True` both also measure the
+reference's VMAF motion at each paired frame (ReferenceMotion), which GSN-lite reads.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from monitor.records import StreamEvent
+from monitor.scoring import signals_cpu
 from monitor.scoring.signals import to_float_luma
 from monitor.source.frames import Frame
 from monitor.source.sources import FileSource
@@ -45,14 +47,58 @@ class Match:
         return {"align_offset": self.offset, "align_confidence": round(self.confidence, 4)}
 
 
+class ReferenceMotion:
+    """VMAF's motion feature of a reference frame (libvmaf `motion2`): the mean absolute difference of its
+    blurred luma from the previous frame's, or from the next frame's when that is smaller (a cut then
+    does not count as motion); 0 for the first frame, which has no previous one. Measured at the
+    reference's decoded size, as VMAF measured it when GSN-lite learned from it.
+
+    Why: VMAF forgives more loss on moving content, so a model that learned VMAF from frame pairs
+    alone cannot tell a pan from a still; given this it can. Blurred planes of the last few frames
+    are kept, so consecutive paired frames blur each reference frame once.
+    """
+
+    KEEP = 4
+
+    def __init__(self):
+        self._blurred: OrderedDict[int, np.ndarray] = OrderedDict()  # reference index → blurred luma
+
+    def __call__(self, prev: Frame | None, cur: Frame, nxt: Frame | None) -> float:
+        if prev is None:
+            return 0.0
+        here = self._blur(cur)
+        motion = signals_cpu.motion_sad(self._blur(prev), here)
+        if nxt is not None:
+            motion = min(motion, signals_cpu.motion_sad(here, self._blur(nxt)))
+        return motion
+
+    def _blur(self, frame: Frame) -> np.ndarray:
+        if frame.index not in self._blurred:
+            self._blurred[frame.index] = signals_cpu.motion_blur(signals_cpu.plane(*frame.decoded_y))
+            while len(self._blurred) > self.KEEP:
+                self._blurred.popitem(last=False)
+        return self._blurred[frame.index]
+
+
+def _with_neighbours(frames: Iterator[Frame]) -> Iterator[tuple[Frame | None, Frame, Frame | None]]:
+    """(previous, frame, next) for each frame: the next is decoded one frame early."""
+    prev, cur = None, next(frames, None)
+    while cur is not None:
+        nxt = next(frames, None)
+        yield prev, cur, nxt
+        prev, cur = cur, nxt
+
+
 class ReferencePairer:
-    def __init__(self, ref: FileSource, offset: int = 0):
+    def __init__(self, ref: FileSource, offset: int = 0, motion: bool = False):
         self.ref = ref
         self.offset = offset
         fps = ref.info.fps or 25.0
         self._period = 1.0 / fps
-        self._frames: Iterator[Frame] = iter(ref)
+        self._frames = _with_neighbours(iter(ref))
+        self._neighbours: tuple[Frame | None, Frame | None] = (None, None)  # the current frame's previous and next
         self._current: Frame | None = None
+        self._motion = ReferenceMotion() if motion else None
         self._t0_ref: float | None = None
         self._t0_dist: float | None = None
         self._mode: str | None = None  # "pts" or "index", fixed by the first pair
@@ -83,10 +129,14 @@ class ReferencePairer:
             self.unpaired += 1
             return None
         self.paired += 1
-        return Match(cur.scaled(frame.width, frame.height), self.offset)
+        reference = cur.scaled(frame.width, frame.height)
+        if self._motion is not None:
+            reference.motion = self._motion(self._neighbours[0], cur, self._neighbours[1])
+        return Match(reference, self.offset)
 
     def _advance(self) -> Frame | None:
-        self._current = next(self._frames, None)
+        prev, self._current, nxt = next(self._frames, (None, None, None))
+        self._neighbours = (prev, nxt)
         if self._current is None and self.ref_ended_at is None:
             self.ref_ended_at = self.ref.stats.frames_decoded
         return self._current
@@ -142,7 +192,8 @@ class Aligner:
     """
 
     def __init__(self, reference_frames: Iterable[Frame], search: int = 50, window: int = 8, offset: int = 0,
-                 min_confidence: float = 0.5, on_event: Callable[[StreamEvent], None] | None = None):
+                 min_confidence: float = 0.5, on_event: Callable[[StreamEvent], None] | None = None,
+                 motion: bool = False):
         if search < 1 or window < MIN_FRAMES:
             raise ValueError(f"search must be ≥ 1 and window ≥ {MIN_FRAMES} (got {search}, {window})")
         self.search, self.min_confidence, self.on_event = search, min_confidence, on_event
@@ -156,6 +207,7 @@ class Aligner:
         self._buffer: OrderedDict[int, tuple[Frame, np.ndarray]] = OrderedDict()  # reference index → frame, fingerprint (ascending)
         self._next_ref = 0  # reference indices below this have been read
         self._run: deque[tuple[int, np.ndarray]] = deque(maxlen=window)  # distorted (index, fingerprint) since lost
+        self._motion = ReferenceMotion() if motion else None
 
     @property
     def buffered(self) -> int:
@@ -224,8 +276,13 @@ class Aligner:
         return best, confidence
 
     def _pair(self, frame: Frame) -> Match:
-        ref = self._buffer[frame.index + self.offset][0]
-        return Match(ref.scaled(frame.width, frame.height), self.offset, self.confidence)
+        at = frame.index + self.offset
+        ref = self._buffer[at][0]
+        reference = ref.scaled(frame.width, frame.height)
+        if self._motion is not None:
+            prev, nxt = (self._buffer.get(at + d, (None,))[0] for d in (-1, 1))
+            reference.motion = self._motion(prev, ref, nxt)
+        return Match(reference, self.offset, self.confidence)
 
     def _lose(self, frame: Frame, reason: str) -> None:
         self.state = "lost"

@@ -60,6 +60,7 @@ class Frame:
         self.width, self.height = self._scale_to or (av_frame.width, av_frame.height)
         # Full-range (JPEG) levels use 0..max; video levels put black at 16 (8-bit scale).
         self.full_range = av_frame.format.name.startswith("yuvj") or av_frame.color_range == 2 or av_frame.format.is_rgb
+        self.motion: float | None = None  # a paired reference's VMAF motion here, when a model reads it (align.py)
 
     def scaled(self, width: int, height: int) -> "Frame":
         """The same picture, to be extracted at width×height (a reference matched to a distorted frame)."""
@@ -89,6 +90,11 @@ class Frame:
     @property
     def bit_depth(self) -> int:
         return self._luma[1]
+
+    @cached_property
+    def decoded_y(self) -> tuple[np.ndarray, int]:
+        """Luma and bit depth at the decoded size, before any scaling (a reference's motion is measured there)."""
+        return self._luma if self._scale_to is None else luma_plane(self._av)
 
     @cached_property
     def _rgb(self) -> np.ndarray:

@@ -121,6 +121,7 @@ ITEM_SCHEMA = pa.schema([
     ("distortion", pa.string()), ("coarse", pa.string()), ("level", pa.int32()), ("param", pa.float64()),
     ("path", pa.string()), ("ref_path", pa.string()), ("width", pa.int32()), ("height", pa.int32()),
     ("teacher", pa.string()), ("vmaf", pa.float64()), ("psnr_y", pa.float64()), ("ssim_y", pa.float64()),
+    ("ref_motion", pa.float64()),  # VMAF's motion of the reference at this frame: 0 for stills (GSN-lite reads it)
 ])
 
 # The project's pristine data: BSDS500 train+val, Urban100 and Sun-Hays80 to train; BSDS500 test, Kodak24 and the clips to validate.
@@ -314,7 +315,7 @@ def _row(src_split: str, subset: str, source: str, distortion: str, coarse: str,
     return {"item": f"{source}/{distortion}{level}" if level else f"{source}/pristine", "split": src_split,
             "subset": subset, "source": source, "distortion": distortion, "coarse": coarse, "level": level,
             "param": float(param), "path": path, "ref_path": ref_path, "width": shape[1], "height": shape[0],
-            "teacher": teacher, "vmaf": None, "psnr_y": None, "ssim_y": None}
+            "teacher": teacher, "vmaf": None, "psnr_y": None, "ssim_y": None, "ref_motion": 0.0}
 
 
 def run_pixel_job(out: Path, seed: int, source: dict) -> list[dict]:
@@ -481,8 +482,8 @@ def _video_rows(out: Path, split: str, subset: str, key: str, frames: list[np.nd
 
 # --- teacher ---------------------------------------------------------------------------------
 def vmaf_scores(refs: list[np.ndarray], dists: list[np.ndarray], duplicate: bool = True) -> list[dict]:
-    """libvmaf (vmaf_v0.6.1) + PSNR-Y + SSIM per pair, frames of one size; `duplicate` shows each pair
-    twice so VMAF's motion term is 0 (stills)."""
+    """libvmaf (vmaf_v0.6.1) + PSNR-Y + SSIM per pair, and the reference's motion (VMAF's motion2), frames of
+    one size; `duplicate` shows each pair twice so VMAF's motion term is 0 (stills)."""
     h, w = refs[0].shape[:2]
     reps = 2 if duplicate else 1
     with tempfile.TemporaryDirectory() as tmp:
@@ -507,7 +508,7 @@ def vmaf_scores(refs: list[np.ndarray], dists: list[np.ndarray], duplicate: bool
     for i in range(len(refs)):
         m = frames[i * reps + reps - 1]["metrics"]  # the repeat: motion against an identical frame = 0
         out.append({"vmaf": float(np.clip(m["vmaf"], 0.0, 100.0)), "psnr_y": float(m["psnr_y"]),
-                    "ssim_y": float(m["float_ssim"])})
+                    "ssim_y": float(m["float_ssim"]), "ref_motion": float(m["integer_motion2"])})
     return out
 
 
@@ -653,7 +654,12 @@ def load(corpus: str | Path) -> pa.Table:
     path = Path(corpus) / "corpus.parquet"
     if not path.is_file():
         raise InputError(f"{corpus}: no corpus.parquet (build one with `vqmon corpus PRISTINE_DIR --out {corpus}`)")
-    return pq.read_table(path)
+    table = pq.read_table(path)
+    missing = [n for n in ITEM_SCHEMA.names if n not in table.column_names]
+    if missing:
+        raise InputError(f"{path}: built by an older vqmon, it lacks {', '.join(missing)}: build it again "
+                         f"(`vqmon corpus PRISTINE_DIR --out {corpus}`)")
+    return table
 
 
 def main(argv: list[str] | None = None) -> int:

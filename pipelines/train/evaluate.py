@@ -1,7 +1,8 @@
 """Evaluate quality models against labels: SRCC, KRCC, PLCC, RMSE with bootstrap CIs, next to classic baselines.
 
 Labels come from a CSV (`path,mos` for NR, `dist,ref,mos` for FR; paths relative to the CSV's
-folder; optional `subset` and `source` columns) or from a distortion corpus
+folder; optional `subset` and `source` columns, and for FR `ref_motion`, the reference's VMAF motion
+at a video frame, 0 for stills) or from a distortion corpus
 (`DIR/corpus.parquet`, rows of one split whose teacher is VMAF, mos = vmaf). Images are read
 with PIL as RGB in [0, 1] and scored with `model.score_frames` in batches of equal size.
 
@@ -34,7 +35,8 @@ from monitor.scoring import signals
 from pipelines.train import niqe
 from pipelines.train.metrics import correlations, within_group_srcc
 
-CORPUS_COLUMNS = ("item", "split", "subset", "source", "path", "ref_path", "vmaf", "psnr_y", "ssim_y", "teacher")
+CORPUS_COLUMNS = ("item", "split", "subset", "source", "path", "ref_path", "vmaf", "psnr_y", "ssim_y", "teacher",
+                  "ref_motion")
 NEGATED_MARK = " (−)"
 
 
@@ -51,6 +53,7 @@ class Item:
     psnr_y: float | None = None
     ssim_y: float | None = None
     vmaf: float | None = None
+    ref_motion: float = 0.0  # the reference's VMAF motion at this frame (0: a still)
 
 
 def _existing(base: Path, rel: str | None, where: str) -> Path:
@@ -90,8 +93,12 @@ def read_csv(path: str | Path) -> list[Item]:
                 raise InputError(f"{where}: mos {row['mos']!r} is not finite")
             dist = _existing(path.parent, row["dist" if fr else "path"], where)
             ref = _existing(path.parent, row["ref"], where) if fr else None
+            try:
+                motion = float(row.get("ref_motion") or 0.0)
+            except ValueError:
+                raise InputError(f"{where}: ref_motion {row['ref_motion']!r} is not a number") from None
             items.append(Item(dist, mos, where, ref, subset=row.get("subset") or path.parent.name,
-                              source=row.get("source") or str(ref or dist)))
+                              source=row.get("source") or str(ref or dist), ref_motion=motion))
     if len(items) < 3:
         raise InputError(f"{path}: {len(items)} labelled row(s); correlations need at least 3")
     return items
@@ -123,7 +130,7 @@ def read_corpus(directory: str | Path, split: str = "val", per_subset: int | Non
             raise InputError(f"{where}: teacher is vmaf but vmaf is {row['vmaf']}")
         items.append(Item(_existing(directory, row["path"], where), float(row["vmaf"]), where,
                           _existing(directory, row["ref_path"], where), row["subset"], row["source"],
-                          row["psnr_y"], row["ssim_y"], row["vmaf"]))
+                          row["psnr_y"], row["ssim_y"], row["vmaf"], row["ref_motion"]))
     if per_subset:
         kept = []
         for subset in dict.fromkeys(it.subset for it in items):
@@ -187,8 +194,12 @@ def predict(model, items: list[Item], device: torch.device | str = "cpu", batch_
                 for start in range(0, len(idx), batch_size):
                     chunk = idx[start:start + batch_size]
                     x = [_rgb(items[k].path, items[k].where) for k in chunk]
-                    refs = _tensor([_rgb(items[k].ref_path, items[k].where) for k in chunk], device) if fr else None
-                    q = model.score_frames(_tensor(x, device), refs)["quality"]
+                    if fr:
+                        refs = _tensor([_rgb(items[k].ref_path, items[k].where) for k in chunk], device)
+                        motion = torch.tensor([items[k].ref_motion for k in chunk])
+                        q = model.score_frames(_tensor(x, device), refs, motion)["quality"]
+                    else:
+                        q = model.score_frames(_tensor(x, device))["quality"]
                     out[chunk] = q.float().cpu().numpy()
                     if on_progress:
                         on_progress(len(chunk))

@@ -12,8 +12,8 @@ Arrays (fp16 features, uint8 pixels) are memory-mapped `.npy` files under `CORPU
 Items added to a corpus later (its rows are appended, as pan clips are) go into a new part,
 `cache/partN/`, with only their own crops: earlier parts are never recomputed.
 Per item, not per crop: `frame_fidelity`, GSN-lite's fidelity features of the whole image against
-its reference (GSN reads them per frame). A part that lacks it (built before it existed) gets it
-added; its crops and taps are kept.
+its reference and the reference's motion (GSN reads them per frame). A part that lacks them, or has
+another set of them (built before GSN-lite read motion), gets them (again); its crops and taps are kept.
 """
 from __future__ import annotations
 
@@ -197,13 +197,15 @@ def build(corpus_root: Path, rows: list[dict], seed: int = 0, crops_per_source: 
 
 
 def _add_frame_fidelity(corpus_root: Path, rows: list[dict], parts: list[Path]) -> None:
-    """Write `frame_fidelity.npy` (items × gsn.FIDELITY_FEATURES, float32) into the parts that lack it."""
+    """Write `frame_fidelity.npy` (items × gsn.FIDELITY_FEATURES, float32) into the parts that lack it or hold
+    another number of features."""
     from models import gsn
 
     row_of = {r["item"]: r for r in rows}
     to_tensor = lambda path: torch.from_numpy(read_rgb(corpus_root / path)).permute(2, 0, 1)[None].float() / 255  # noqa: E731
     for part in parts:
-        if (part / "frame_fidelity.npy").is_file():
+        done = part / "frame_fidelity.npy"
+        if done.is_file() and np.load(done, mmap_mode="r").shape[1:] == (gsn.FIDELITY_FEATURES,):
             continue
         items = json.loads((part / "meta.json").read_text())["items"]
         out = np.lib.format.open_memmap(part / ".frame_fidelity.npy", "w+", np.float32, (len(items), gsn.FIDELITY_FEATURES))
@@ -212,7 +214,7 @@ def _add_frame_fidelity(corpus_root: Path, rows: list[dict], parts: list[Path]) 
             r = row_of[item]
             if r["ref_path"] != ref_path:  # items of a source are consecutive: one read of each reference
                 ref_path, ref = r["ref_path"], to_tensor(r["ref_path"])
-            out[k] = gsn.fidelity(to_tensor(r["path"]), ref)[0].numpy()
+            out[k] = gsn.fidelity(to_tensor(r["path"]), ref, torch.tensor([r["ref_motion"]]))[0].numpy()
         out.flush()
         os.replace(part / ".frame_fidelity.npy", part / "frame_fidelity.npy")
 
