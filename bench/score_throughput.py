@@ -5,7 +5,7 @@ frames/s and as a ratio to decode-only fps of that size: ratios survive a noisy 
 than absolute numbers. "before" rows run the batched torch signals on the CPU (what `vqmon
 score` ran until the OpenCV kernels; still the CUDA path), "after" rows what it runs now.
 
-    python bench/score_throughput.py [--clip VIDEO] [--frames 100] [--rounds 2] [--no-models]
+    python bench/score_throughput.py [--clip VIDEO] [--frames 100] [--rounds 2] [--no-models] [--only TEXT]
 
 Without --clip the content is a panned photo (scikit-image); `--clip` takes natural video (e.g.
 ../shared/data/pristine/video/cockatoo.mp4), re-encoded with x264 CRF 23 at 720p and scaled to 1080p.
@@ -35,6 +35,8 @@ from monitor.build import score_file  # noqa: E402
 from monitor.config import StreamConfig  # noqa: E402
 from monitor.config import parse_sample  # noqa: E402
 from monitor.samples import encode, panned_frames  # noqa: E402
+from monitor.source.align import ReferencePairer  # noqa: E402
+from monitor.source.sources import FileSource  # noqa: E402
 
 SIZES = {"720p": (1280, 720), "1080p": (1920, 1080)}
 MODEL_SIZES = ("720p",)  # the lite models are timed at 720p (the target size), on --model-frames frames
@@ -65,6 +67,18 @@ def decode(*paths: str) -> int:
             c.close()
 
 
+def pair(dist_path: str, ref_path: str, motion: bool) -> int:
+    """Decode both, pair every frame with its reference and read the pair's luma, measuring the reference's
+    motion (GSN-lite's input) or not; frames paired."""
+    dist = FileSource(dist_path)
+    pairer = ReferencePairer(FileSource(ref_path, scale_to=(dist.info.width, dist.info.height)), motion=motion)
+    try:
+        return sum(1 for f in dist if (m := pairer.match(f)) is not None and f.y.size and m.reference.y.size)
+    finally:
+        dist.close()
+        pairer.ref.close()
+
+
 def ffmpeg(args: list[str], frames: int) -> int:
     subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-nostdin", *args, "-f", "null", "-"],
                    check=True, capture_output=True)
@@ -77,6 +91,9 @@ def rows_for(clips: dict[str, dict[str, str]], frames: int, model_frames: int, m
         "PyAV decode only (threads AUTO)": {s: (lambda c=c: decode(c["dist"])) for s, c in clips.items()},
         "PyAV decode, video + reference": {s: (lambda c=c: decode(c["dist"], c["ref"])) for s, c in clips.items()},
     }
+    for motion in (False, True):
+        rows[f"pairing, video + reference{' + reference motion (GSN-lite)' if motion else ''}"] = {
+            s: (lambda c=c, m=motion: pair(c["dist"], c["ref"], m)) for s, c in clips.items()}
     for when, kernels in (("before", "torch"), ("after", "auto")):
         rows[f"vqmon score, NR signals ({when})"] = {
             s: (lambda c=c, k=kernels: score_file(StreamConfig(c["dist"]), device="cpu", signal_kernels=k).frames_seen)
@@ -112,6 +129,8 @@ def main() -> None:
     ap.add_argument("--model-frames", type=int, default=100)
     ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds; each row's best round is shown")
     ap.add_argument("--no-models", dest="models", action="store_false")
+    ap.add_argument("--only", action="append", default=[], metavar="TEXT",
+                    help="run only the rows whose label contains TEXT (repeatable; decode-only always runs)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
         clips = {}
@@ -124,6 +143,8 @@ def main() -> None:
                                 crf=23, options=opts),
             }
         rows = rows_for(clips, args.frames, args.model_frames, args.models)
+        if args.only:
+            rows = {k: v for k, v in rows.items() if k.startswith("PyAV decode only") or any(t in k for t in args.only)}
         best: dict[tuple[str, str], float] = {}
         for _ in range(args.rounds):
             for label, per_size in rows.items():
