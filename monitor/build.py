@@ -62,21 +62,23 @@ def build(stream: StreamConfig, sinks: Sinks, device: torch.device, *, live: boo
         if pipe is not None:
             pipe.emit([event])
 
-    if models is None:
-        models = [load_model(m, device) for m in stream.models]
-    motion = any(m.uses_ref_motion for m in models)  # the pairer measures the reference's motion for them
     if live:
         source = _live(stream, stream.url, stream.id, stream.listen, on_event)
         ref = _live(stream, stream.ref, f"{stream.id}.ref", stream.ref_listen) if stream.ref else None
-        pairer = Aligner(ref, offset=stream.ref_offset, on_event=on_event, motion=motion) if ref else None
         keepup = KeepUp(dataclasses.replace(stream.sample), stream.max_lag, stream.adaptive) \
             if not source.is_file or stream.realtime else None
     else:
         source = FileSource(stream.url, stream_id=stream.id, max_pixels=stream.max_pixels)
         ref = FileSource(stream.ref, scale_to=(source.info.width, source.info.height),
                          max_pixels=stream.max_pixels) if stream.ref else None
-        pairer = ReferencePairer(ref, stream.ref_offset, motion=motion) if ref else None
         keepup = None
+    if models is None:
+        models = [load_model(m, device) for m in stream.models]
+    motion = any(m.uses_ref_motion for m in models)  # the pairer measures the reference's motion for them
+    pairer = None
+    if ref is not None:
+        pairer = Aligner(ref, offset=stream.ref_offset, on_event=on_event, motion=motion) if live \
+            else ReferencePairer(ref, stream.ref_offset, motion=motion)
     scorers = [SignalScorer(device, kernels=signal_kernels)] + [ModelScorer(m, device) for m in models]
     _warn_unscored_rules(stream, {m for s in scorers for m in s.metrics} | ({vmaf.METRIC.name} if stream.vmaf else set()))
     thumbnails = alerts = None
