@@ -129,7 +129,7 @@ def test_held_out_clip_items_span_the_clip_within_its_pixel_budget(tmp_path, mon
     assert {(r["split"], r["subset"], r["teacher"]) for r in items} == {("val", "video:clip", "vmaf")}
     assert sorted({r["source"] for r in items}) == [f"video:clip/f{i:04d}" for i in (0, 10, 19, 29)]
     codecs = sum(len(crfs) - 1 for _, crfs, _ in corpus.CODECS.values())  # no ladder rung is below 64 lines
-    assert len(items) == 4 * (1 + codecs)
+    assert len(items) == 4 * (1 + codecs + len(corpus.PACKET_LOSS))
     assert all(0 <= r["vmaf"] <= 100 for r in items)
     motion = {r["source"]: r["ref_motion"] for r in items if r["distortion"] == "pristine"}
     assert all(r["ref_motion"] == motion[r["source"]] for r in items)  # the reference's motion, whatever the encode
@@ -146,7 +146,49 @@ def test_pan_clips_come_from_large_training_stills_last_in_the_plan(tmp_path):
     jobs = corpus.plan(corpus.find_sources(tmp_path, ("train",), ("val",)), seed=0)
     pans = [j for j in jobs if j.kind == "pan"]
     assert [j.args["source"]["key"] for j in pans] == [f"train/1024-{i}" for i in range(0, 5, corpus.PAN_EVERY)]
-    assert [j.kind for j in jobs[-len(pans):]] == ["pan"] * len(pans)
+    assert [j.kind for j in jobs[-2 * len(pans):]] == ["pan"] * len(pans) + ["loss"] * len(pans)  # real packet loss
+    assert [j.args["source"]["key"] for j in jobs[-len(pans):]] == [j.args["source"]["key"] for j in pans]  # on them
+
+
+def test_packet_loss_is_real_datagram_loss_concealed_by_the_decoder(tmp_path, monkeypatch):
+    """Packet-loss items: a live H.264 TS stream of the clip loses whole 7-packet datagrams (never PAT/PMT),
+    FFmpeg's decoder conceals them, and the damage shows in frames after the loss and falls in VMAF."""
+    monkeypatch.setattr(corpus, "PAN_SIZE", (320, 180))
+    monkeypatch.setattr(corpus, "PAN_FRAMES", 12)
+    monkeypatch.setattr(corpus, "LOSS_GOP", 6)
+    still = tmp_path / "astronaut.png"
+    Image.fromarray(data.astronaut()).save(still)
+    source = {"path": str(still), "split": "train", "subset": "train", "key": "train/astronaut"}
+    frames, _ = corpus.pan_frames(corpus.read_pristine(still), corpus.stable_rng(3, "pan", source["key"]))
+    ts = corpus._ts_stream(frames, rate=20)
+    clean, order = corpus.decode_stream(ts, len(frames))
+    assert len(order) == len(frames) and all(f is not None for f in clean)
+
+    gram = corpus.TS_PACKET * corpus.TS_PER_DATAGRAM
+    grams = [ts[i:i + gram] for i in range(0, len(ts), gram)]
+    pids = lambda g: {((g[i + 1] & 0x1F) << 8) | g[i + 2] for i in range(0, len(g), corpus.TS_PACKET)}  # noqa: E731
+    video = [g for g in grams if pids(g) == {0x100}]  # FFmpeg's first stream PID; tables: PAT 0, SDT 0x11, PMT 0x1000
+    streams = corpus.lossy_streams(ts, [0.1, 0.3], corpus.stable_rng(3, "test"))
+    (weaker, few), (lossy, lost) = streams
+    assert few == max(1, round(0.1 * len(video))) and lost == max(few + 1, round(0.3 * len(video)))
+    assert len(ts) - len(lossy) > (lost - 1) * gram
+    kept = lambda s: set(s[i:i + gram] for i in range(0, len(s), gram))  # noqa: E731
+    assert kept(lossy) < kept(weaker) < set(grams)  # nested: the stronger level loses the weaker one's and more
+    assert lossy[:gram] == ts[:gram] and 0 in pids(ts[:gram])  # the first datagram carries the PAT: spared
+    damaged, _ = corpus.decode_stream(lossy, len(frames), order)
+    assert any(f is None or not np.array_equal(f, c) for f, c in zip(damaged, clean))  # concealed, not clean
+
+    items = corpus.run_loss_job(tmp_path / "out", 3, source, pan=True)
+    assert len(items) == corpus.PAN_PICKS * len(corpus.PACKET_LOSS)
+    assert {(r["distortion"], r["subset"], r["teacher"]) for r in items} == {("packet_loss", "pan:train", corpus.RELATIVE)}
+    assert {r["ref_path"] for r in items} == {f"images/{r['source']}/pristine.png" for r in items}  # the pan job's
+    assert {r["source"] for r in items} == {f"pan:train/astronaut/f{i:04d}" for i in (0, 6, 11)}
+    h264 = corpus.vmaf_scores(frames, clean, duplicate=False)
+    worst = min(items, key=lambda r: r["vmaf"])
+    frame = int(worst["source"].rsplit("/f", 1)[1])
+    assert worst["vmaf"] < h264[frame]["vmaf"] - 10  # the loss, not the encode, made it worse
+    assert all(0 <= r["vmaf"] <= 100 and r["ref_motion"] == h264[int(r["source"].rsplit("/f", 1)[1])]["ref_motion"]
+               for r in items)
 
 
 def test_feature_cache_grows_by_parts(tiny_corpus, tmp_path):

@@ -16,7 +16,8 @@ row, so its motion term is 0 (a photo has no motion) instead of measuring the cu
 photo. Video clips are encoded as real video (P/B frames) and labelled frame by frame with the
 motion term as VMAF measures it in use; 24 evenly spaced frames per encode become items.
 The training split gets video the same way from pan clips: a camera pan over each large
-training still, captured and mastered like real footage (`pan_frames`).
+training still, captured and mastered like real footage (`pan_frames`). Clips and pan clips also
+lose packets for real (`run_loss_job`): a live TS stream, lost datagrams, the decoder's concealment.
 
 Scale: VMAF is already 0–100, higher is better. Models with a [0, 1] native range train on
 VMAF/100, LIQE's 1–5 levels on 1 + 4·VMAF/100 (see pipelines/train/recipes.py), so a shipped
@@ -115,6 +116,13 @@ PAN_MIN_SIDE = 900  # stills with a shorter long side would be upscaled more tha
 PAN_EVERY = 2  # every 2nd large training still gets a pan clip: corpus build time stays bounded
 PAN_MEZZANINE_CRF = (12, 28)  # x264 CRF range of the clip's own master encode
 RELATIVE = "vmaf_ref"  # teacher of pan items: VMAF against a lossy master (see the module docstring)
+# Real packet loss (clips and pan clips): the clip as a live stream sends it, H.264 in MPEG-TS, loses whole
+# UDP datagrams (7 TS packets each, as IP carries TS) and FFmpeg's decoder conceals what is missing; errors
+# spread through the predicted frames until the next keyframe, as they do on a screen.
+PACKET_LOSS = [0.001, 0.004, 0.015]  # share of the video datagrams lost, per level (nested; at least one more)
+LOSS_CRF = 26  # x264 CRF of the stream before loss: a good live encode, so the loss is what the label measures
+LOSS_GOP = 50  # keyframe interval (2.5 s at the clips' 20 fps): damage lasts until the next keyframe
+TS_PACKET, TS_PER_DATAGRAM = 188, 7
 
 ITEM_SCHEMA = pa.schema([
     ("item", pa.string()), ("split", pa.string()), ("subset", pa.string()), ("source", pa.string()),
@@ -305,7 +313,7 @@ class Source:
 
 @dataclass
 class Job:
-    kind: str  # "pixel", "soft", "codec", "ladder", "video", "pan"
+    kind: str  # "pixel", "soft", "codec", "ladder", "video", "pan", "loss"
     key: str
     args: dict = field(default_factory=dict)
 
@@ -399,9 +407,8 @@ def run_ladder_job(out: Path, rung: int, sources: list[dict]) -> list[dict]:
     return rows
 
 
-def run_video_job(out: Path, source: dict) -> list[dict]:
-    """Encode the clip's first VIDEO_PIXELS worth of frames as real video (see `_video_rows`)."""
-    path = Path(source["path"])
+def clip_frames(path: Path) -> list[np.ndarray]:
+    """The clip's first VIDEO_PIXELS worth of frames, RGB, cropped to even sizes."""
     try:
         with av.open(str(path)) as c:
             frames = []
@@ -411,6 +418,12 @@ def run_video_job(out: Path, source: dict) -> list[dict]:
                     break
     except av.FFmpegError as e:
         raise InputError(f"{path}: cannot decode ({e})") from None
+    return frames
+
+
+def run_video_job(out: Path, source: dict) -> list[dict]:
+    """Encode the clip's first VIDEO_PIXELS worth of frames as real video (see `_video_rows`)."""
+    frames = clip_frames(Path(source["path"]))
     return _video_rows(out, source["split"], source["subset"], source["key"], frames, FRAMES_PER_ENCODE, "vmaf")
 
 
@@ -477,6 +490,91 @@ def _video_rows(out: Path, split: str, subset: str, key: str, frames: list[np.nd
     for row in rows:
         if row["level"] == 0:
             row.update(ident[int(row["source"].rsplit("/f", 1)[1])])
+    return rows
+
+
+def _ts_stream(frames: list[np.ndarray], rate: int) -> bytes:
+    """The frames as a live H.264 stream: x264 at LOSS_CRF, a keyframe every LOSS_GOP frames, in MPEG-TS."""
+    h, w = frames[0].shape[:2]
+    cmd = [ffmpeg(), "-hide_banner", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}",
+           "-r", str(rate), "-i", "-", *CODECS["h264"][0], "-crf", str(LOSS_CRF), "-g", str(LOSS_GOP),
+           "-pix_fmt", "yuv420p", "-threads", "1", "-f", "mpegts", "-"]
+    proc = subprocess.run(cmd, input=b"".join(f.tobytes() for f in frames), capture_output=True)
+    if proc.returncode:
+        raise RuntimeError(f"ffmpeg mpegts encode failed: {proc.stderr.decode(errors='replace')[-400:]}")
+    return proc.stdout
+
+
+def lossy_streams(ts: bytes, shares: list[float], rng: np.random.Generator) -> list[tuple[bytes, int]]:
+    """The stream once per share in `shares` (ascending), with that share of its video-only datagrams lost, and
+    the count lost. Losses are nested: each level loses the datagrams of the one before and more (at least one
+    more), as the same link getting worse would. Datagrams holding tables (PAT, PMT, SDT) are spared, so the
+    loss lands in the picture data, which is most of the stream (the video PID is the most common one)."""
+    pids = [((ts[i + 1] & 0x1F) << 8) | ts[i + 2] for i in range(0, len(ts), TS_PACKET)]
+    video_pid = max(set(pids), key=pids.count)
+    size = TS_PACKET * TS_PER_DATAGRAM
+    grams = [ts[i:i + size] for i in range(0, len(ts), size)]
+    video = [k for k in range(len(grams)) if all(p == video_pid for p in pids[k * TS_PER_DATAGRAM:(k + 1) * TS_PER_DATAGRAM])]
+    order, out, count = rng.permutation(video), [], 0
+    for share in shares:
+        count = min(len(video), max(count + 1, round(share * len(video))))
+        lost = set(order[:count].tolist())
+        out.append((b"".join(g for k, g in enumerate(grams) if k not in lost), count))
+    return out
+
+
+def decode_stream(ts: bytes, count: int, order: list[int] | None = None) -> tuple[list[np.ndarray | None], list[int]]:
+    """Decode a (possibly damaged) MPEG-TS stream as a player does: damaged packets are skipped by the
+    decoder's error concealment; returns the frames by presentation order (None where a frame never came
+    out) and their timestamps. `order`: the timestamps of the undamaged stream, which place the frames."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "stream.ts"
+        path.write_bytes(ts)
+        got = {}
+        with av.open(str(path)) as c:
+            for packet in c.demux(video=0):
+                try:
+                    for f in packet.decode():
+                        if f.pts is not None:
+                            got[f.pts] = f.to_ndarray(format="rgb24")
+                except av.FFmpegError:  # a damaged packet: concealment covers it in the frames that follow
+                    continue
+    stamps = order if order is not None else sorted(got)
+    return [got.get(t) for t in stamps][:count], stamps
+
+
+def run_loss_job(out: Path, seed: int, source: dict, pan: bool) -> list[dict]:
+    """Real packet loss (PACKET_LOSS levels) on a held-out clip or a training pan clip: the frames as a live
+    TS stream, datagrams lost, decoded with concealment; a frame that never came out shows the one before
+    (a player holds the last picture), or black before the first. Labels: per-frame VMAF against the clip's
+    own reference frames. Levels are not ordered per frame (features.UNORDERED): each loses other datagrams."""
+    key = source["key"]
+    if pan:
+        frames, _ = pan_frames(read_pristine(Path(source["path"])), stable_rng(seed, "pan", key))
+        key, subset, picks, teacher = f"pan:{key}", f"pan:{source['subset']}", PAN_PICKS, RELATIVE
+    else:
+        frames = clip_frames(Path(source["path"]))
+        subset, picks, teacher = source["subset"], FRAMES_PER_ENCODE, "vmaf"
+    ts = _ts_stream(frames, rate=20)  # the rate the clips' other encodes use
+    clean, order = decode_stream(ts, len(frames))
+    if len(order) != len(frames) or any(f is None for f in clean):
+        raise RuntimeError(f"{key}: the undamaged stream decoded {len(order)} of {len(frames)} frames")
+    picks = np.linspace(0, len(frames) - 1, picks).round().astype(int).tolist()
+    rows = []
+    streams = lossy_streams(ts, PACKET_LOSS, stable_rng(seed, "loss", key))
+    for level, (share, (stream, _)) in enumerate(zip(PACKET_LOSS, streams), start=1):
+        damaged, _ = decode_stream(stream, len(frames), order)
+        shown, last = [], np.zeros_like(frames[0])  # black until the first picture, then the last one held
+        for f in damaged:
+            last = f if f is not None else last
+            shown.append(last)
+        scores = vmaf_scores(frames, shown, duplicate=False)
+        for i in picks:
+            rel = f"images/{key}/f{i:04d}/packet_loss{level}.png"
+            save_png(shown[i], out / rel)
+            row = _row(source["split"], subset, f"{key}/f{i:04d}", "packet_loss", PIXEL["block_loss"][1], level,
+                       share, rel, f"images/{key}/f{i:04d}/pristine.png", shown[i].shape, teacher)
+            rows.append({**row, **scores[i]})
     return rows
 
 
@@ -597,6 +695,14 @@ def plan(sources: list[Source], seed: int) -> list[Job]:
     for s in large[::PAN_EVERY]:  # last in the plan: a corpus built before pan clips existed keeps its row order
         jobs.append(Job("pan", f"pan-{s.key}", {"seed": seed, "source": {"path": str(s.path), "split": s.split,
                                                                          "subset": s.subset, "key": s.key}}))
+    for s in sources:  # after the pan clips, for the same reason: real packet loss on every clip and pan clip
+        as_dict = {"path": str(s.path), "split": s.split, "subset": s.subset, "key": s.key}
+        if s not in stills:
+            jobs.append(Job("loss", f"loss-{s.key}", {"seed": seed, "source": as_dict, "pan": False}))
+    for s in large[::PAN_EVERY]:
+        jobs.append(Job("loss", f"loss-pan-{s.key}", {"seed": seed, "source": {"path": str(s.path), "split": s.split,
+                                                                               "subset": s.subset, "key": s.key},
+                                                      "pan": True}))
     return jobs
 
 
@@ -611,6 +717,8 @@ def _run(out: Path, job: Job) -> list[dict]:
         return run_soft_job(out, **job.args)
     if job.kind == "pan":
         return run_pan_job(out, **job.args)
+    if job.kind == "loss":
+        return run_loss_job(out, **job.args)
     return run_video_job(out, **job.args)
 
 

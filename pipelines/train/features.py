@@ -33,8 +33,9 @@ from pipelines.train.losses import DISTORTION_INDEX
 
 CROP = 224
 TAPS = (1, 2, 3, 4)  # Lite0 taps at strides 4/8/16/32 (GSN, MFENet, LIQE)
-# Distortions whose levels are not ordered: each camera_chain level draws its own set of faults.
-UNORDERED = ("camera_chain",)
+# Distortions whose levels are not ordered per item: each camera_chain level draws its own set of faults; each
+# packet_loss level loses its own datagrams, so a frame hit at a weaker level can be spared at a stronger one.
+UNORDERED = ("camera_chain", "packet_loss")
 
 
 def positions(source: str, h: int, w: int, count: int, seed: int) -> list[tuple[int, int]]:
