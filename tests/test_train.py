@@ -161,7 +161,7 @@ def test_packet_loss_is_real_datagram_loss_concealed_by_the_decoder(tmp_path, mo
     source = {"path": str(still), "split": "train", "subset": "train", "key": "train/astronaut"}
     frames, _ = corpus.pan_frames(corpus.read_pristine(still), corpus.stable_rng(3, "pan", source["key"]))
     ts = corpus._ts_stream(frames, rate=20)
-    clean, order = corpus.decode_stream(ts, len(frames))
+    clean, order = corpus.decode_stream(ts)
     assert len(order) == len(frames) and all(f is not None for f in clean)
 
     gram = corpus.TS_PACKET * corpus.TS_PER_DATAGRAM
@@ -175,7 +175,7 @@ def test_packet_loss_is_real_datagram_loss_concealed_by_the_decoder(tmp_path, mo
     kept = lambda s: set(s[i:i + gram] for i in range(0, len(s), gram))  # noqa: E731
     assert kept(lossy) < kept(weaker) < set(grams)  # nested: the stronger level loses the weaker one's and more
     assert lossy[:gram] == ts[:gram] and 0 in pids(ts[:gram])  # the first datagram carries the PAT: spared
-    damaged, _ = corpus.decode_stream(lossy, len(frames), order)
+    damaged, _ = corpus.decode_stream(lossy, order)
     assert any(f is None or not np.array_equal(f, c) for f, c in zip(damaged, clean))  # concealed, not clean
 
     items = corpus.run_loss_job(tmp_path / "out", 3, source, pan=True)

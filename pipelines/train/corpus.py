@@ -523,10 +523,10 @@ def lossy_streams(ts: bytes, shares: list[float], rng: np.random.Generator) -> l
     return out
 
 
-def decode_stream(ts: bytes, count: int, order: list[int] | None = None) -> tuple[list[np.ndarray | None], list[int]]:
-    """Decode a (possibly damaged) MPEG-TS stream as a player does: damaged packets are skipped by the
-    decoder's error concealment; returns the frames by presentation order (None where a frame never came
-    out) and their timestamps. `order`: the timestamps of the undamaged stream, which place the frames."""
+def decode_stream(ts: bytes, order: list[int] | None = None) -> tuple[list[np.ndarray | None], list[int]]:
+    """Decode a (possibly damaged) MPEG-TS stream as a player does: the decoder conceals what is missing and a
+    packet it rejects is skipped. Returns the frames in presentation order (None where a frame never came out)
+    and their timestamps; `order`: the undamaged stream's timestamps, which place the frames."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "stream.ts"
         path.write_bytes(ts)
@@ -537,10 +537,10 @@ def decode_stream(ts: bytes, count: int, order: list[int] | None = None) -> tupl
                     for f in packet.decode():
                         if f.pts is not None:
                             got[f.pts] = f.to_ndarray(format="rgb24")
-                except av.FFmpegError:  # a damaged packet: concealment covers it in the frames that follow
+                except av.FFmpegError:  # concealment covers this packet's pictures in the frames that follow
                     continue
     stamps = order if order is not None else sorted(got)
-    return [got.get(t) for t in stamps][:count], stamps
+    return [got.get(t) for t in stamps], stamps
 
 
 def run_loss_job(out: Path, seed: int, source: dict, pan: bool) -> list[dict]:
@@ -556,14 +556,14 @@ def run_loss_job(out: Path, seed: int, source: dict, pan: bool) -> list[dict]:
         frames = clip_frames(Path(source["path"]))
         subset, picks, teacher = source["subset"], FRAMES_PER_ENCODE, "vmaf"
     ts = _ts_stream(frames, rate=20)  # the rate the clips' other encodes use
-    clean, order = decode_stream(ts, len(frames))
+    clean, order = decode_stream(ts)
     if len(order) != len(frames) or any(f is None for f in clean):
         raise RuntimeError(f"{key}: the undamaged stream decoded {len(order)} of {len(frames)} frames")
     picks = np.linspace(0, len(frames) - 1, picks).round().astype(int).tolist()
     rows = []
     streams = lossy_streams(ts, PACKET_LOSS, stable_rng(seed, "loss", key))
     for level, (share, (stream, _)) in enumerate(zip(PACKET_LOSS, streams), start=1):
-        damaged, _ = decode_stream(stream, len(frames), order)
+        damaged, _ = decode_stream(stream, order)
         shown, last = [], np.zeros_like(frames[0])  # black until the first picture, then the last one held
         for f in damaged:
             last = f if f is not None else last
