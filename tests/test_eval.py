@@ -128,6 +128,14 @@ def test_eval_nr_csv_end_to_end(tmp_path, capsys):
     liqe = rows["liqe/lite@untrained"]
     assert liqe["n"] == "4" and -1 <= float(liqe["srcc"]) <= 1 and float(liqe["rmse"]) >= 0
 
+    Image.new("RGB", (SIDE, SIDE)).save(tmp_path / "black.png")  # a lost stream's black frame: NIQE is undefined
+    with open(tmp_path / "labels.csv", "a") as f:
+        f.write("black.png,5\n")
+    assert main(["eval", "liqe:untrained", "--csv", str(tmp_path / "labels.csv"), "--device", "cpu", "--boot", "0",
+                 "--out", str(tmp_path / "table.csv"), "-q"]) == 0
+    rows = _results(tmp_path / "table.csv")
+    assert rows["NIQE"]["n"] == "4" and rows["var-Laplacian"]["n"] == rows["liqe/lite@untrained"]["n"] == "5"
+
 
 def test_eval_fr_csv_end_to_end_with_psnr_ssim_and_vmaf(tmp_path, capsys):
     names = _ladder(tmp_path)

@@ -247,7 +247,9 @@ def vmaf_scores(items: list[Item]) -> np.ndarray:
 
 
 def niqe_scores(items: list[Item], model: niqe.NIQEModel | None = None) -> np.ndarray:
-    """NIQE (lower is better) of each item's image, with the shipped pristine MVG by default."""
+    """NIQE (lower is better) of each item's image, with the shipped pristine MVG by default; NaN for a
+    picture without a textured patch (a black or flat frame: NIQE is undefined there), which leaves the
+    item out of NIQE's rows (their n says so) instead of failing the table."""
     model = model or niqe.NIQEModel.load()
     out = np.empty(len(items))
     for k, it in enumerate(items):
@@ -287,7 +289,7 @@ def _rows(method: str, kind: str, scores: np.ndarray, negated: bool, items: list
                  if len(set(subsets[labels == label])) > 1}
     rows = []
     for subset in (names if len(names) > 1 else []) + list(pools):
-        sel = pools[subset] if subset in pools else subsets == subset
+        sel = (pools[subset] if subset in pools else subsets == subset) & np.isfinite(scores)  # NaN: undefined there
         row = {"method": method, "kind": kind, "negated": negated, "subset": subset, "n": int(sel.sum())}
         if sel.sum() >= 3:
             row.update(correlations(scores[sel], mos[sel], n_boot=n_boot, seed=seed))

@@ -139,10 +139,11 @@ class NIQEModel:
     fitted_on: dict = field(default_factory=dict)
 
     def score(self, gray: np.ndarray) -> float:
-        """NIQE of a gray image in [0, 1] (at least 96×96): lower is better."""
+        """NIQE of a gray image in [0, 1] (at least 96×96): lower is better. NaN for a picture without a textured
+        patch (a black or flat frame): NIQE is undefined there."""
         f = features(gray)
         if not len(f):
-            raise ValueError("NIQE: the image has no textured 96×96 patch to measure")
+            return float("nan")
         cov = np.cov(f, rowvar=False) if len(f) > 1 else np.zeros_like(self.cov)
         d = self.mean - f.mean(axis=0)
         return float(np.sqrt(max(d @ np.linalg.pinv((self.cov + cov) / 2) @ d, 0.0)))
