@@ -180,7 +180,7 @@ def test_packet_loss_is_real_datagram_loss_concealed_by_the_decoder(tmp_path, mo
 
     items = corpus.run_loss_job(tmp_path / "out", 3, source, pan=True)
     assert len(items) == corpus.PAN_PICKS * len(corpus.PACKET_LOSS)
-    assert {(r["distortion"], r["subset"], r["teacher"]) for r in items} == {("packet_loss", "pan:train", corpus.RELATIVE)}
+    assert {(r["distortion"], r["subset"], r["teacher"]) for r in items} == {("packet_loss", "pan:train", "vmaf")}
     assert {r["ref_path"] for r in items} == {f"images/{r['source']}/pristine.png" for r in items}  # the pan job's
     assert {r["source"] for r in items} == {f"pan:train/astronaut/f{i:04d}" for i in (0, 6, 11)}
     h264 = corpus.vmaf_scores(frames, clean, duplicate=False)

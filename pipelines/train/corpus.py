@@ -547,11 +547,14 @@ def run_loss_job(out: Path, seed: int, source: dict, pan: bool) -> list[dict]:
     """Real packet loss (PACKET_LOSS levels) on a held-out clip or a training pan clip: the frames as a live
     TS stream, datagrams lost, decoded with concealment; a frame that never came out shows the one before
     (a player holds the last picture), or black before the first. Labels: per-frame VMAF against the clip's
-    own reference frames. Levels are not ordered per frame (features.UNORDERED): each loses other datagrams."""
+    own reference frames, which on pan clips are the lossy master's (and still taught as values, see below).
+    Levels are not ordered per frame (features.UNORDERED): each loses other datagrams."""
     key = source["key"]
     if pan:
         frames, _ = pan_frames(read_pristine(Path(source["path"])), stable_rng(seed, "pan", key))
-        key, subset, picks, teacher = f"pan:{key}", f"pan:{source['subset']}", PAN_PICKS, RELATIVE
+        # "vmaf", not RELATIVE: the damage, not the master, decides these labels (a concealed or green frame is
+        # bad whatever the master), and without values no-reference models rated such frames above clean ones
+        key, subset, picks, teacher = f"pan:{key}", f"pan:{source['subset']}", PAN_PICKS, "vmaf"
     else:
         frames = clip_frames(Path(source["path"]))
         subset, picks, teacher = source["subset"], FRAMES_PER_ENCODE, "vmaf"

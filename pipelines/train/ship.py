@@ -57,8 +57,8 @@ CARD = """# {name}/{variant}: default weights ({version})
   VMAF is against that lossy master, so no-reference models learn only their order within a frame.
   Distortions: H.264, HEVC, VP9, AV1 over a CRF sweep; adaptive-bitrate rungs (downscale ×1.5–3,
   H.264/HEVC, upscale back; 720p video: 540p–270p rungs); real packet loss on the pan clips (an H.264
-  MPEG-TS stream losing 0.1–1.5 % of its UDP datagrams, concealed by FFmpeg's decoder; in corpora built
-  after it was added); JPEG, JPEG 2000, down-up scaling, Gaussian, defocus and motion blur,
+  MPEG-TS stream losing 0.1–1.5 % of its UDP datagrams, concealed by FFmpeg's decoder, VMAF as a value
+  label; in corpora built after it was added); JPEG, JPEG 2000, down-up scaling, Gaussian, defocus and motion blur,
   Gaussian and signal-dependent sensor noise, banding, packet-loss block damage, exposure,
   contrast, white balance, over-sharpening, two- and three-fault camera chains
   (`pipelines/train/corpus.py`, seed {seed}).
