@@ -160,7 +160,7 @@ def test_packet_loss_is_real_datagram_loss_concealed_by_the_decoder(tmp_path, mo
     Image.fromarray(data.astronaut()).save(still)
     source = {"path": str(still), "split": "train", "subset": "train", "key": "train/astronaut"}
     frames, _ = corpus.pan_frames(corpus.read_pristine(still), corpus.stable_rng(3, "pan", source["key"]))
-    ts = corpus._ts_stream(frames, rate=20)
+    ts = corpus._ts_stream(frames)
     clean, order = corpus.decode_stream(ts)
     assert len(order) == len(frames) and all(f is not None for f in clean)
 

@@ -109,6 +109,7 @@ FRAMES_PER_ENCODE = 24  # evenly spaced frames of each encode that become items:
 # the clip's reference), then put through the clips' codec sweep and ladder. Why: the training stills hold
 # no 720p video frames, and the held-out clips (soft, already-compressed footage) are where every learned
 # score lost to PSNR-Y.
+CLIP_RATE = 20  # frames per second the clips' and pan clips' encodes are made at
 PAN_SIZE = (1280, 720)
 PAN_FRAMES = 30
 PAN_PICKS = 3  # evenly spaced frames of each encode that become items
@@ -121,7 +122,7 @@ RELATIVE = "vmaf_ref"  # teacher of pan items: VMAF against a lossy master (see 
 # spread through the predicted frames until the next keyframe, as they do on a screen.
 PACKET_LOSS = [0.001, 0.004, 0.015]  # share of the video datagrams lost, per level (nested; at least one more)
 LOSS_CRF = 26  # x264 CRF of the stream before loss: a good live encode, so the loss is what the label measures
-LOSS_GOP = 50  # keyframe interval (2.5 s at the clips' 20 fps): damage lasts until the next keyframe
+LOSS_GOP = 50  # keyframe interval (2.5 s at CLIP_RATE): damage lasts until the next keyframe
 TS_PACKET, TS_PER_DATAGRAM = 188, 7
 
 ITEM_SCHEMA = pa.schema([
@@ -357,13 +358,18 @@ def run_soft_job(out: Path, seed: int, source: dict) -> list[dict]:
     return rows
 
 
+def _raw_input(frames: list[np.ndarray], rate: int) -> list[str]:
+    """FFmpeg's command up to its input: RGB frames of one size on stdin."""
+    h, w = frames[0].shape[:2]
+    return [ffmpeg(), "-hide_banner", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}",
+            "-r", str(rate), "-i", "-"]
+
+
 def _encode_decode(frames: list[np.ndarray], codec_args: list[str], rate: int = 25) -> list[np.ndarray]:
     """Encode RGB frames (one size) with FFmpeg, decode them back with PyAV, in order."""
-    h, w = frames[0].shape[:2]
     with tempfile.TemporaryDirectory() as tmp:
         dst = Path(tmp) / "encoded.mkv"
-        cmd = [ffmpeg(), "-hide_banner", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
-               "-s", f"{w}x{h}", "-r", str(rate), "-i", "-", *codec_args, "-pix_fmt", "yuv420p", "-threads", "1", "-y", str(dst)]
+        cmd = [*_raw_input(frames, rate), *codec_args, "-pix_fmt", "yuv420p", "-threads", "1", "-y", str(dst)]
         proc = subprocess.run(cmd, input=b"".join(f.tobytes() for f in frames), capture_output=True,
                               env={**os.environ, "SVT_LOG": "1"})
         if proc.returncode:
@@ -476,7 +482,7 @@ def _video_rows(out: Path, split: str, subset: str, key: str, frames: list[np.nd
     encodes += [("ladder", rung, height, CODECS[codec][0] + ["-crf", str(crf), "-vf", f"scale=-2:{height}"], height)
                 for rung, (height, codec, crf) in enumerate(VIDEO_LADDER, start=1) if height < h]
     for name, level, param, args, height in encodes:
-        decoded = _encode_decode(frames, args, rate=20)
+        decoded = _encode_decode(frames, args, rate=CLIP_RATE)
         if height:  # a player shows the rung at the display size
             decoded = [np.asarray(Image.fromarray(d).resize((w, h), Image.BICUBIC)) for d in decoded]
         scores = vmaf_scores(frames, decoded, duplicate=False)
@@ -493,11 +499,9 @@ def _video_rows(out: Path, split: str, subset: str, key: str, frames: list[np.nd
     return rows
 
 
-def _ts_stream(frames: list[np.ndarray], rate: int) -> bytes:
+def _ts_stream(frames: list[np.ndarray]) -> bytes:
     """The frames as a live H.264 stream: x264 at LOSS_CRF, a keyframe every LOSS_GOP frames, in MPEG-TS."""
-    h, w = frames[0].shape[:2]
-    cmd = [ffmpeg(), "-hide_banner", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}",
-           "-r", str(rate), "-i", "-", *CODECS["h264"][0], "-crf", str(LOSS_CRF), "-g", str(LOSS_GOP),
+    cmd = [*_raw_input(frames, CLIP_RATE), *CODECS["h264"][0], "-crf", str(LOSS_CRF), "-g", str(LOSS_GOP),
            "-pix_fmt", "yuv420p", "-threads", "1", "-f", "mpegts", "-"]
     proc = subprocess.run(cmd, input=b"".join(f.tobytes() for f in frames), capture_output=True)
     if proc.returncode:
@@ -527,18 +531,15 @@ def decode_stream(ts: bytes, order: list[int] | None = None) -> tuple[list[np.nd
     """Decode a (possibly damaged) MPEG-TS stream as a player does: the decoder conceals what is missing and a
     packet it rejects is skipped. Returns the frames in presentation order (None where a frame never came out)
     and their timestamps; `order`: the undamaged stream's timestamps, which place the frames."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "stream.ts"
-        path.write_bytes(ts)
-        got = {}
-        with av.open(str(path)) as c:
-            for packet in c.demux(video=0):
-                try:
-                    for f in packet.decode():
-                        if f.pts is not None:
-                            got[f.pts] = f.to_ndarray(format="rgb24")
-                except av.FFmpegError:  # concealment covers this packet's pictures in the frames that follow
-                    continue
+    got = {}
+    with av.open(io.BytesIO(ts), format="mpegts") as c:
+        for packet in c.demux(video=0):
+            try:
+                for f in packet.decode():
+                    if f.pts is not None:
+                        got[f.pts] = f.to_ndarray(format="rgb24")
+            except av.FFmpegError:  # concealment covers this packet's pictures in the frames that follow
+                continue
     stamps = order if order is not None else sorted(got)
     return [got.get(t) for t in stamps], stamps
 
@@ -558,7 +559,7 @@ def run_loss_job(out: Path, seed: int, source: dict, pan: bool) -> list[dict]:
     else:
         frames = clip_frames(Path(source["path"]))
         subset, picks, teacher = source["subset"], FRAMES_PER_ENCODE, "vmaf"
-    ts = _ts_stream(frames, rate=20)  # the rate the clips' other encodes use
+    ts = _ts_stream(frames)
     clean, order = decode_stream(ts)
     if len(order) != len(frames) or any(f is None for f in clean):
         raise RuntimeError(f"{key}: the undamaged stream decoded {len(order)} of {len(frames)} frames")
