@@ -5,6 +5,7 @@ no project data. Codecs and libvmaf are the real ones in imageio-ffmpeg.
 """
 from __future__ import annotations
 
+import io
 import json
 
 import numpy as np
@@ -12,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from PIL import Image
+from rich.console import Console
 from skimage import data
 
 from models import gsn, registry
@@ -117,14 +119,21 @@ def test_pan_clip_is_encoded_video_of_a_moving_still(tmp_path, monkeypatch):
 def test_held_out_clip_items_span_the_clip_within_its_pixel_budget(tmp_path, monkeypatch, capsys):
     """`vqmon corpus --train --val video` builds held-out video alone: frames up to the pixel budget are encoded,
     and the items are FRAMES_PER_ENCODE frames spread from the first to the last of them."""
+    from monitor.cli import commands
     from monitor.samples import encode, panned_frames
 
+    monkeypatch.setattr(commands, "PROGRESS_EVERY_S", 0.0)
+    log = io.StringIO()
+    monkeypatch.setattr(commands, "err", Console(file=log, width=200))  # a log file: progress comes as lines
     monkeypatch.setattr(corpus, "VIDEO_PIXELS", 30 * 96 * 64)
     monkeypatch.setattr(corpus, "FRAMES_PER_ENCODE", 4)
     (tmp_path / "video").mkdir()
     encode(str(tmp_path / "video" / "clip.mp4"), panned_frames(96, 64, 40), crf=12)
     assert main(["corpus", str(tmp_path), "--out", str(tmp_path / "out"), "--workers", "1", "--train", "--val", "video"]) == 0
     assert "train: 0 items" in capsys.readouterr().out
+    lines = log.getvalue().splitlines()
+    assert any(line.startswith("corpus: 2 of 2 jobs to run: 2/2 (100 %) after ") for line in lines), lines
+    assert any(line.startswith("teacher: libvmaf on still images: ") for line in lines), lines
     items = rows(tmp_path / "out")
     assert {(r["split"], r["subset"], r["teacher"]) for r in items} == {("val", "video:clip", "vmaf")}
     assert sorted({r["source"] for r in items}) == [f"video:clip/f{i:04d}" for i in (0, 10, 19, 29)]

@@ -731,10 +731,14 @@ def _safe(key: str) -> str:
 
 
 def build(root: str | Path, out: str | Path, seed: int = 0, workers: int = 2,
-          train: tuple[str, ...] = DEFAULT_TRAIN, val: tuple[str, ...] = DEFAULT_VAL) -> Path:
-    """Build (or resume) the corpus in `out`; returns the path of corpus.parquet."""
+          train: tuple[str, ...] = DEFAULT_TRAIN, val: tuple[str, ...] = DEFAULT_VAL, progress=None) -> Path:
+    """Build (or resume) the corpus in `out`; returns the path of corpus.parquet.
+
+    `progress` (rich's Progress or the CLI's log-line stand-in) is shown the jobs and the teacher's
+    labels: a build takes hours, and one run under nohup must say how far it is."""
     from rich.progress import Progress
 
+    progress = progress or Progress(disable=True)
     root, out = Path(root), Path(out)
     table = out / "corpus.parquet"
     jobs_dir = out / "jobs"
@@ -742,20 +746,19 @@ def build(root: str | Path, out: str | Path, seed: int = 0, workers: int = 2,
     jobs = plan(find_sources(root, train, val), seed)
     done = {p.stem for p in jobs_dir.glob("*.json")}
     todo = [j for j in jobs if _safe(j.key) not in done]
-    with Progress(transient=False) as progress:
-        task = progress.add_task(f"corpus: {len(todo)} of {len(jobs)} jobs to run", total=len(todo))
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            futures = {pool.submit(_run, out, j): j for j in todo}
-            for fut in as_completed(futures):
-                rows = fut.result()
-                tmp = jobs_dir / f".{_safe(futures[fut].key)}.json"
-                tmp.write_text(json.dumps(rows))
-                os.replace(tmp, jobs_dir / f"{_safe(futures[fut].key)}.json")
-                progress.advance(task)
-        rows = [r for j in jobs for r in json.loads((jobs_dir / f"{_safe(j.key)}.json").read_text())]
-        task = progress.add_task("teacher: libvmaf on still images", total=None)
-        label_images(out, rows, on_total=lambda n: progress.update(task, total=n),
-                     on_done=lambda n: progress.advance(task, n))
+    task = progress.add_task(f"corpus: {len(todo)} of {len(jobs)} jobs to run", total=len(todo))
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        futures = {pool.submit(_run, out, j): j for j in todo}
+        for fut in as_completed(futures):
+            rows = fut.result()
+            tmp = jobs_dir / f".{_safe(futures[fut].key)}.json"
+            tmp.write_text(json.dumps(rows))
+            os.replace(tmp, jobs_dir / f"{_safe(futures[fut].key)}.json")
+            progress.advance(task)
+    rows = [r for j in jobs for r in json.loads((jobs_dir / f"{_safe(j.key)}.json").read_text())]
+    task = progress.add_task("teacher: libvmaf on still images", total=None)
+    label_images(out, rows, on_total=lambda n: progress.update(task, total=n),
+                 on_done=lambda n: progress.advance(task, n))
     tmp = table.with_name(".corpus.parquet")
     pq.write_table(pa.Table.from_pylist(rows, schema=ITEM_SCHEMA), tmp)
     os.replace(tmp, table)
