@@ -8,6 +8,8 @@ level only (`teacher == "level"`): VMAF is a poor judge of them (../shared/TRAIN
 so they feed the distortion-type tasks, not the quality regression. Pan clips are labelled
 `teacher == "vmaf_ref"`: VMAF against the clip's own lossy master, a true full-reference label,
 but their master is not pristine, so no-reference models learn only their order within a source.
+Their packet-loss items are the exception (`teacher == "vmaf"`, see `run_loss_job`): there the damage,
+not the master, decides the label.
 
 Still images: each image is cropped to even width and height (4:2:0 codecs need it). Images of
 one size are encoded together as one all-intra video per codec and CRF, so a corpus of a few
