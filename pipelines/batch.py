@@ -12,6 +12,7 @@ restarted actor, `opts.retries` more times; after that it is listed as failed an
 """
 from __future__ import annotations
 
+import gc
 import json
 import os
 import warnings
@@ -101,10 +102,14 @@ def run_batch(p: Plan, opts: BatchOptions = BatchOptions(), actors: int | None =
                                 compute=ray.data.ActorPoolStrategy(size=size, max_tasks_in_flight_per_actor=1),
                                 max_task_retries=opts.retries, runtime_env={"env_vars": MALLOC_ENV})
         returned = set()
-        for row in ds.iter_rows():
-            e = json.loads(row["entry"])
-            returned.add(e["path"])
-            yield e
+        try:
+            for row in ds.iter_rows():
+                e = json.loads(row["entry"])
+                returned.add(e["path"])
+                yield e
+        finally:  # Ray Data lets its actors go by dropping references; a crashed task's traceback holds one in a
+            del ds  # cycle, and until the driver's next garbage collection (minutes, on a busy machine) the pool
+            gc.collect()  # keeps its CPUs and GPUs: the next job's actors would wait for them
         for job in todo:  # blocks Ray Data gave up on: the file's actor died on every try
             if job.path not in returned:
                 yield archive.entry(job, error=f"{redact(job.path)}: its scoring process died {opts.retries + 1} times "
