@@ -14,6 +14,7 @@ import pytest
 import torch
 from PIL import Image
 from rich.console import Console
+from scipy import ndimage
 from skimage import data
 
 from models import gsn, registry
@@ -49,7 +50,8 @@ def test_corpus_items_labels_and_levels(tiny_corpus):
     items = rows(tiny_corpus)
     encodes = 1 + sum(len(crfs) for _, crfs, _ in corpus.CODECS.values()) + len(corpus.LADDER) + len(corpus.SOFT_NOISE)
     keys = {r["source"] for r in items}
-    assert len(items) == sum(encodes + len(corpus.pixel_choices(3, k)) for k in keys)
+    capture = sum(len(levels) for levels, _, _ in corpus.CAPTURE.values())  # training stills only
+    assert len(items) == sum(encodes + len(corpus.pixel_choices(3, k)) + capture * k.startswith("train/") for k in keys)
     for k in keys:  # every drawn distortion type comes at all its levels: rank pairs within the source
         drawn = {name for name, _, _ in corpus.pixel_choices(3, k)}
         assert len(drawn) == corpus.PIXEL_FAMILIES
@@ -155,8 +157,29 @@ def test_pan_clips_come_from_large_training_stills_last_in_the_plan(tmp_path):
     jobs = corpus.plan(corpus.find_sources(tmp_path, ("train",), ("val",)), seed=0)
     pans = [j for j in jobs if j.kind == "pan"]
     assert [j.args["source"]["key"] for j in pans] == [f"train/1024-{i}" for i in range(0, 5, corpus.PAN_EVERY)]
+    captures = [j for j in jobs if j.kind == "capture"]  # added after the pan clips: last of all
+    assert jobs[-len(captures):] == captures and len(captures) == 7  # every training still, none of validation
+    jobs = jobs[:-len(captures)]
     assert [j.kind for j in jobs[-2 * len(pans):]] == ["pan"] * len(pans) + ["loss"] * len(pans)  # real packet loss
     assert [j.args["source"]["key"] for j in jobs[-len(pans):]] == [j.args["source"]["key"] for j in pans]  # on them
+
+
+def test_capture_faults_grow_with_their_level():
+    """Camera shake smears more detail, a dimmer room leaves a darker picture, a harder backlight a flatter subject
+    against a brighter background, level by level; a shake kernel keeps the picture's brightness."""
+    img = np.asarray(Image.fromarray(data.astronaut()).resize((384, 384)))
+    rng = lambda name, level: corpus.stable_rng(0, "test", name, str(level))  # noqa: E731
+    sharpness = lambda x: float(np.var(ndimage.laplace(x.mean(-1))))  # noqa: E731
+    shaken = [corpus.distort(img, "shake", k, rng("shake", k)) for k in (1, 2, 3)]
+    assert sharpness(img) > sharpness(shaken[0]) > sharpness(shaken[1]) > sharpness(shaken[2])
+    assert abs(shaken[2].mean() - img.mean()) < 2
+    dim = [corpus.distort(img, "low_light", k, rng("low_light", k)).mean() for k in (1, 2, 3)]
+    assert img.mean() > dim[0] > dim[1] > dim[2]
+    mask = corpus._subject_mask(384, 384, rng("backlight", 0))  # the mask each level draws first
+    lit = [corpus.distort(img, "backlight", k, rng("backlight", 0)).mean(-1) for k in (1, 2, 3)]
+    subject = [x[mask > 0.95].std() for x in [img.mean(-1), *lit]]  # in shadow and haze: ever less contrast
+    background = [x[mask < 0.05].mean() for x in [img.mean(-1), *lit]]  # ever brighter
+    assert subject == sorted(subject, reverse=True) and background == sorted(background), (subject, background)
 
 
 def test_packet_loss_is_real_datagram_loss_concealed_by_the_decoder(tmp_path, monkeypatch):

@@ -20,6 +20,7 @@ motion term as VMAF measures it in use; 24 evenly spaced frames per encode becom
 The training split gets video the same way from pan clips: a camera pan over each large
 training still, captured and mastered like real footage (`pan_frames`). Clips and pan clips also
 lose packets for real (`run_loss_job`): a live TS stream, lost datagrams, the decoder's concealment.
+Training stills also get the capture faults of real camera photos (`CAPTURE`: shake, a dim room, backlight).
 
 Scale: VMAF is already 0–100, higher is better. Models with a [0, 1] native range train on
 VMAF/100, LIQE's 1–5 levels on 1 + 4·VMAF/100 (see pipelines/train/recipes.py), so a shipped
@@ -50,7 +51,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
-from scipy import ndimage
+from scipy import ndimage, signal
 
 from monitor.errors import InputError
 
@@ -91,6 +92,16 @@ PIXEL: dict[str, tuple[list, str, str]] = {
     "oversharpen": ([2.0, 4.0, 8.0], "other", "level"),
     "camera_chain": ([1, 2, 3], "other", "level"),
 }
+# Capture faults of real camera photos, one job per training still (last in the plan): camera shake (a hand's
+# curved path, not a straight streak), dim rooms (few photons, the camera's gain and noise reduction, the picture
+# left dark) and backlit subjects (the subject in shadow, the bright background clipped). Why: on real photos the
+# learned scores rated exactly these too high (stop 30's per-item review of authentic-dev).
+CAPTURE: dict[str, tuple[list, str, str]] = {
+    "shake": ([1, 2, 3], "blur", "vmaf"),
+    "low_light": ([1, 2, 3], "underexposure", "level"),
+    "backlight": ([1, 2, 3], "underexposure", "level"),
+}
+SHAKE_LENGTH = [0.012, 0.024, 0.045]  # extent of the shake path per level, as a share of the picture's long side
 # Adaptive-bitrate ladder of the clips: (encoded height, codec, CRF), rungs below the clip's own height only.
 VIDEO_LADDER: list[tuple[int, str, int]] = [(720, "h264", 23), (540, "h264", 26), (540, "hevc", 30), (360, "h264", 28),
                                             (360, "h264", 36), (270, "h264", 34)]
@@ -250,6 +261,23 @@ def distort(img: np.ndarray, name: str, param, rng: np.random.Generator) -> np.n
                                       size=int(rng.integers(2, 4)), replace=False), key=CHAIN_ORDER.index):
             x = distort(x, step, CHAIN_LEVELS[step][k - 1], rng)
         return x
+    if name == "shake":
+        k = _shake_kernel(max(3.0, SHAKE_LENGTH[int(param) - 1] * max(h, w)), rng)
+        return _clip(np.stack([signal.fftconvolve(f[..., c], k, mode="same") for c in range(3)], -1))
+    if name == "low_light":  # fewer photons: shot and read noise grow against the signal, the camera's gain
+        # brings the picture only part way back, its noise reduction smears detail, its JPEG finishes it
+        light, denoise = {1: (0.25, 0.6), 2: (0.1, 0.9), 3: (0.04, 1.2)}[int(param)]
+        lin = _linear(f) * light
+        lin = lin + rng.normal(0.0, 1.0, f.shape) * np.sqrt(0.001 * lin + 1e-5)
+        shown = _display(lin * light ** -0.5)
+        smooth = ndimage.gaussian_filter(shown.astype(np.float32), sigma=(denoise, denoise, 0))
+        return _pil_roundtrip(_clip(smooth), format="JPEG", quality=75)
+    if name == "backlight":  # the subject (a soft ellipse near the centre) in shadow, the background clipped,
+        # and the lens's veiling glare lifting the shadows into a grey haze
+        subject, background, glare = {1: (0.45, 1.6, 0.01), 2: (0.22, 2.4, 0.03), 3: (0.1, 3.5, 0.06)}[int(param)]
+        m = _subject_mask(h, w, rng)[..., None]
+        lin = _linear(f) * (m * subject + (1 - m) * background)
+        return _display(lin + glare * float(np.clip(lin, 0, 1).mean()))
     if name == "contrast":
         mean = f.mean(axis=(0, 1), keepdims=True)
         return _clip(mean + (f - mean) * param)
@@ -264,6 +292,32 @@ def distort(img: np.ndarray, name: str, param, rng: np.random.Generator) -> np.n
 CHAIN_ORDER = ["underexpose", "defocus", "motion_blur", "sensor_noise", "jpeg"]
 CHAIN_LEVELS = {"underexpose": [0.6, 0.4, 0.25], "defocus": [1, 2, 4], "motion_blur": [5, 9, 15],
                 "sensor_noise": [1, 2, 3], "jpeg": [60, 35, 15]}
+
+
+def _shake_kernel(extent: float, rng: np.random.Generator) -> np.ndarray:
+    """A camera-shake blur kernel: a hand's path (a random walk whose direction turns smoothly) of about `extent`
+    pixels across, drawn as sub-pixel points with time spent evenly along it."""
+    steps = 200
+    turn = np.cumsum(rng.normal(0.0, 0.15, steps)) + rng.uniform(0, 2 * np.pi)
+    path = np.cumsum(np.stack([np.cos(turn), np.sin(turn)], 1), 0)
+    path -= path.mean(0)
+    path *= extent / max(1e-6, float(np.ptp(path, 0).max()))
+    r = int(np.ceil(np.abs(path).max())) + 1
+    k = np.zeros((2 * r + 1, 2 * r + 1), np.float32)
+    for (x, y) in path + r:  # bilinear splat of each point
+        x0, y0 = int(x), int(y)
+        fx, fy = x - x0, y - y0
+        k[y0:y0 + 2, x0:x0 + 2] += np.array([[(1 - fx) * (1 - fy), fx * (1 - fy)], [(1 - fx) * fy, fx * fy]])
+    return k / k.sum()
+
+
+def _subject_mask(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+    """1 on a subject (a soft-edged ellipse near the picture's centre), 0 on the background."""
+    cy, cx = h * rng.uniform(0.4, 0.65), w * rng.uniform(0.35, 0.65)
+    ry, rx = h * rng.uniform(0.25, 0.45), w * rng.uniform(0.15, 0.35)
+    yy, xx = np.mgrid[0:h, 0:w]
+    inside = (((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1).astype(np.float32)
+    return ndimage.gaussian_filter(inside, 0.04 * min(h, w))
 
 
 def _linear(f: np.ndarray) -> np.ndarray:
@@ -316,7 +370,7 @@ class Source:
 
 @dataclass
 class Job:
-    kind: str  # "pixel", "soft", "codec", "ladder", "video", "pan", "loss"
+    kind: str  # "pixel", "soft", "codec", "ladder", "video", "pan", "loss", "capture"
     key: str
     args: dict = field(default_factory=dict)
 
@@ -340,6 +394,19 @@ def run_pixel_job(out: Path, seed: int, source: dict) -> list[dict]:
         save_png(distort(img, name, param, stable_rng(seed, key, name, str(i))), out / rel)
         _, coarse, teacher = PIXEL[name]
         rows.append(_row(source["split"], source["subset"], key, name, coarse, i + 1, param, rel, ref_rel, img.shape, teacher))
+    return rows
+
+
+def run_capture_job(out: Path, seed: int, source: dict) -> list[dict]:
+    """Every capture fault of CAPTURE at every level, for one training still (pristine copy from its pixel job)."""
+    key, img = source["key"], read_pristine(Path(source["path"]))
+    rows = []
+    for name, (levels, coarse, teacher) in CAPTURE.items():
+        for i, param in enumerate(levels):
+            rel = f"images/{key}/{name}{i + 1}.png"
+            save_png(distort(img, name, param, stable_rng(seed, key, name, str(i))), out / rel)
+            rows.append(_row(source["split"], source["subset"], key, name, coarse, i + 1, param, rel,
+                             f"images/{key}/pristine.png", img.shape, teacher))
     return rows
 
 
@@ -709,6 +776,10 @@ def plan(sources: list[Source], seed: int) -> list[Job]:
         jobs.append(Job("loss", f"loss-pan-{s.key}", {"seed": seed, "source": {"path": str(s.path), "split": s.split,
                                                                                "subset": s.subset, "key": s.key},
                                                       "pan": True}))
+    for s in stills:  # last, for the same reason
+        if s.split == "train":
+            jobs.append(Job("capture", f"capture-{s.key}", {"seed": seed, "source": {
+                "path": str(s.path), "split": s.split, "subset": s.subset, "key": s.key}}))
     return jobs
 
 
@@ -721,6 +792,8 @@ def _run(out: Path, job: Job) -> list[dict]:
         return run_ladder_job(out, **job.args)
     if job.kind == "soft":
         return run_soft_job(out, **job.args)
+    if job.kind == "capture":
+        return run_capture_job(out, **job.args)
     if job.kind == "pan":
         return run_pan_job(out, **job.args)
     if job.kind == "loss":
