@@ -23,7 +23,7 @@ lose packets for real (`run_loss_job`): a live TS stream, lost datagrams, the de
 Training stills also get the capture faults of real camera photos (`CAPTURE`: shake, a dim room, backlight).
 
 Scale: VMAF is already 0–100, higher is better. Models with a [0, 1] native range train on
-VMAF/100, LIQE's 1–5 levels on 1 + 4·VMAF/100 (see pipelines/train/recipes.py), so a shipped
+VMAF/100, LIQE's 1–5 levels on 1 + 4·VMAF/100 (see `label_scale` in pipelines/train/train.py), so a shipped
 model's 0–100 score reads like VMAF.
 
 Layout of DIR: `corpus.parquet` (one row per item, schema `ITEM_SCHEMA`), `images/...` PNG
