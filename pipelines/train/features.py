@@ -121,10 +121,11 @@ def _trunks() -> dict[str, tuple[nn.Module, tuple[str, ...], bool]]:
 
 @torch.no_grad()
 def build(corpus_root: Path, rows: list[dict], seed: int = 0, crops_per_source: int = 1, batch: int = 32,
-          progress=None) -> FeatureCache:
+          progress=None, frame_fidelity: bool = True) -> FeatureCache:
     """The cache for `rows` (training items: VMAF-labelled and rank-only) in corpus_root/cache. Rows appended
     since the last build get a new part; a cache that does not match the rows it starts with (another
-    corpus, seed or trunk set) is rebuilt."""
+    corpus, seed or trunk set) is rebuilt. `frame_fidelity`: also the per-item fidelity features, which only
+    GSN reads (whole-image reads of every item: on 30,000 items, longer than the crops' trunk pass)."""
     out = corpus_root / "cache"
     trunks = _trunks()
     wanted = {"pixels", "ref_pixels"} | {p + a for _, names, ref in trunks.values() for a in names
@@ -146,7 +147,8 @@ def build(corpus_root: Path, rows: list[dict], seed: int = 0, crops_per_source: 
         shutil.rmtree(out)
         parts, metas, done = [], [], []
     if parts and len(done) == len(crops):
-        _add_frame_fidelity(corpus_root, rows, parts)
+        if frame_fidelity:
+            _add_frame_fidelity(corpus_root, rows, parts)
         return FeatureCache(out)
     part = out / f"part{len(parts)}" if parts else out
     if part.exists() and part != out:
@@ -193,7 +195,8 @@ def build(corpus_root: Path, rows: list[dict], seed: int = 0, crops_per_source: 
             "distortion": [c[0]["distortion"] for c in new], "level": [c[0]["level"] for c in new]}
     (part / ".meta.json").write_text(json.dumps(meta))
     os.replace(part / ".meta.json", part / "meta.json")
-    _add_frame_fidelity(corpus_root, rows, part_dirs(out))
+    if frame_fidelity:
+        _add_frame_fidelity(corpus_root, rows, part_dirs(out))
     return FeatureCache(out)
 
 

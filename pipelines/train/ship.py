@@ -60,7 +60,8 @@ CARD = """# {name}/{variant}: default weights ({version})
   MPEG-TS stream losing 0.1–1.5 % of its UDP datagrams, concealed by FFmpeg's decoder, VMAF as a value
   label; in corpora built after it was added); JPEG, JPEG 2000, down-up scaling, Gaussian, defocus and motion blur,
   Gaussian and signal-dependent sensor noise, banding, packet-loss block damage, exposure,
-  contrast, white balance, over-sharpening, two- and three-fault camera chains
+  contrast, white balance, over-sharpening, two- and three-fault camera chains, and on every
+  training photo camera shake, a dim room and a backlit subject at three levels
   (`pipelines/train/corpus.py`, seed {seed}).
 - **Training**: {steps} AdamW steps, batch {batch}, lr {lr}, cosine schedule, CPU (2 cores),
   {minutes:.0f} min. Recipe: `pipelines/train/train.py` (`vqmon train {name}`).

@@ -364,7 +364,7 @@ def train(name: str, data: str | Path, out: str | Path, variant: str = "lite", s
 
     cached = variant == "lite"  # frozen trunk: heads train on cached taps
     if cached:
-        cache = features.build(root, train_rows, seed)
+        cache = features.build(root, train_rows, seed, frame_fidelity=name == "gsn")
         cache.rank_only({r["item"] for r in train_rows if r["vmaf"] is not None and not teaches_value(r)})
     else:
         sampler = CropSampler(root, [r for r in train_rows if teaches_value(r)], seed)
