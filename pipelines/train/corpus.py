@@ -94,8 +94,8 @@ PIXEL: dict[str, tuple[list, str, str]] = {
 }
 # Capture faults of real camera photos, one job per training still (last in the plan): camera shake (a hand's
 # curved path, not a straight streak), dim rooms (few photons, the camera's gain and noise reduction, the picture
-# left dark) and backlit subjects (the subject in shadow, the bright background clipped). Why: on real photos the
-# learned scores rated exactly these too high (stop 30's per-item review of authentic-dev).
+# left dark) and backlit subjects (the subject in shadow, the bright background clipped). Why: on real camera
+# photos with human scores the learned scores rated exactly these too high.
 CAPTURE: dict[str, tuple[list, str, str]] = {
     "shake": ([1, 2, 3], "blur", "vmaf"),
     "low_light": ([1, 2, 3], "underexposure", "level"),
@@ -383,31 +383,34 @@ def _row(src_split: str, subset: str, source: str, distortion: str, coarse: str,
             "teacher": teacher, "vmaf": None, "psnr_y": None, "ssim_y": None, "ref_motion": 0.0}
 
 
+def _distorted_rows(out: Path, seed: int, source: dict, img: np.ndarray,
+                    choices: list[tuple[str, int, object]], table: dict) -> list[dict]:
+    """Each (type, level index, param) of `choices` applied to the source's pristine `img`, saved, as rows;
+    `table` (PIXEL or CAPTURE) gives each type's coarse class and teacher."""
+    key = source["key"]
+    rows = []
+    for name, i, param in choices:
+        rel = f"images/{key}/{name}{i + 1}.png"
+        save_png(distort(img, name, param, stable_rng(seed, key, name, str(i))), out / rel)
+        _, coarse, teacher = table[name]
+        rows.append(_row(source["split"], source["subset"], key, name, coarse, i + 1, param, rel,
+                         f"images/{key}/pristine.png", img.shape, teacher))
+    return rows
+
+
 def run_pixel_job(out: Path, seed: int, source: dict) -> list[dict]:
     """Pristine copy + this source's drawn pixel-domain distortions."""
     key, img = source["key"], read_pristine(Path(source["path"]))
     ref_rel = f"images/{key}/pristine.png"
     save_png(img, out / ref_rel)
-    rows = [_row(source["split"], source["subset"], key, "pristine", "", 0, 0, ref_rel, ref_rel, img.shape, "vmaf")]
-    for name, i, param in pixel_choices(seed, key):
-        rel = f"images/{key}/{name}{i + 1}.png"
-        save_png(distort(img, name, param, stable_rng(seed, key, name, str(i))), out / rel)
-        _, coarse, teacher = PIXEL[name]
-        rows.append(_row(source["split"], source["subset"], key, name, coarse, i + 1, param, rel, ref_rel, img.shape, teacher))
-    return rows
+    return [_row(source["split"], source["subset"], key, "pristine", "", 0, 0, ref_rel, ref_rel, img.shape, "vmaf"),
+            *_distorted_rows(out, seed, source, img, pixel_choices(seed, key), PIXEL)]
 
 
 def run_capture_job(out: Path, seed: int, source: dict) -> list[dict]:
     """Every capture fault of CAPTURE at every level, for one training still (pristine copy from its pixel job)."""
-    key, img = source["key"], read_pristine(Path(source["path"]))
-    rows = []
-    for name, (levels, coarse, teacher) in CAPTURE.items():
-        for i, param in enumerate(levels):
-            rel = f"images/{key}/{name}{i + 1}.png"
-            save_png(distort(img, name, param, stable_rng(seed, key, name, str(i))), out / rel)
-            rows.append(_row(source["split"], source["subset"], key, name, coarse, i + 1, param, rel,
-                             f"images/{key}/pristine.png", img.shape, teacher))
-    return rows
+    choices = [(name, i, p) for name, (levels, _, _) in CAPTURE.items() for i, p in enumerate(levels)]
+    return _distorted_rows(out, seed, source, read_pristine(Path(source["path"])), choices, CAPTURE)
 
 
 def run_soft_job(out: Path, seed: int, source: dict) -> list[dict]:
