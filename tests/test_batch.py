@@ -28,11 +28,16 @@ SOURCE = f"s3://{ARCHIVE}/shows"
 CLIPS = [f"clip{i}" for i in range(5)]
 
 
+# bytes that are not media: fixed, because os.urandom now and then probes as a subtitle stream, and the file then
+# fails as "no video stream" instead of "FFmpeg cannot open it" (CI saw it once)
+NOT_MEDIA = bytes((i * 7919 + (i >> 3) * 104729) % 251 for i in range(4000))
+
+
 def clips(folder) -> list[str]:
     """Five 40-frame clips at CRF 20..40, and broken.mp4, which is not media at all."""
     paths = [encode(str(folder / f"{c}.mp4"), panned_frames(W, H, N), fps=25, crf=20 + 5 * i)
              for i, c in enumerate(CLIPS)]
-    (folder / "broken.mp4").write_bytes(os.urandom(4000))
+    (folder / "broken.mp4").write_bytes(NOT_MEDIA)
     return paths + [str(folder / "broken.mp4")]
 
 
@@ -191,7 +196,7 @@ def test_local_mode_scores_without_ray_as_score_does_and_resumes(tmp_path):
     folder.mkdir()
     for i in range(2):
         encode(str(folder / f"c{i}.mp4"), panned_frames(W, H, N), fps=25, crf=25 + 10 * i)
-    (folder / "broken.mp4").write_bytes(os.urandom(4000))
+    (folder / "broken.mp4").write_bytes(NOT_MEDIA)
     out, plain = str(tmp_path / "out"), str(tmp_path / "plain")
     run = ("import sys; from monitor.cli import main; rc = main(sys.argv[1:]); "
            "assert 'ray' not in sys.modules, 'Ray was imported'; sys.exit(rc)")
