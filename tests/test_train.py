@@ -277,6 +277,30 @@ def test_feature_cache_grows_by_parts(tiny_corpus, tmp_path):
     assert [p.name for p in features.part_dirs(grown / "cache")] == ["cache"]
 
 
+def test_rank_batches_bring_a_level_ladder_of_each_source(tiny_corpus, tmp_path):
+    """A rank-trained batch holds PER_SOURCE items of each drawn source, most of them levels of one ordered
+    distortion, so every source brings level pairs to the rank loss (drawn at random, they seldom do)."""
+    from pipelines.train import features
+    from pipelines.train.train import PER_SOURCE, batch_indices, within_source_rank_loss
+
+    train_rows = [r for r in rows(tiny_corpus) if r["split"] == "train" and (r["vmaf"] is not None or r["teacher"] == "level")]
+    (tmp_path / "images").symlink_to(tiny_corpus / "images")
+    cache = features.build(tmp_path, train_rows)
+    recipe = RECIPES[("mfenet", "lite")]
+    for step in range(20):
+        idx = batch_indices(cache, recipe, 2 * PER_SOURCE, np.random.default_rng([0, step]))
+        assert len(idx) == len(set(idx.tolist())) == 2 * PER_SOURCE
+        for g in np.unique(cache.ref_index[idx]):
+            mine = idx[cache.ref_index[idx] == g]
+            assert len(mine) == PER_SOURCE
+            ladder = [i for i in mine if cache.ordered[i] and cache.level[i] > 0]
+            assert max(np.unique(cache.family[ladder], return_counts=True)[1]) >= 2  # a level pair at least
+        b = cache.batch(idx, ())
+        score = torch.zeros(len(idx), requires_grad=True)
+        within_source_rank_loss(score, b).backward()
+        assert (score.grad != 0).sum() >= 4  # two level pairs at least
+
+
 @pytest.mark.parametrize("name", ["liqe", "gsn", "mfenet", "nemg"])
 def test_train_saves_loadable_partial_weights_and_resumes(tiny_corpus, tmp_path, name):
     out = tmp_path / name

@@ -75,6 +75,9 @@ class FeatureCache:
         self.level = np.asarray(self.meta["level"])
         self.labelled = np.flatnonzero(np.isfinite(self.vmaf))
         self.by_group = [np.flatnonzero(self.ref_index == g) for g in range(int(self.ref_index.max()) + 1)]
+        # per source, the levels of each ordered distortion it has (two or more): the rank loss's level pairs
+        self.ladders = [[ix[self.family[ix] == f] for f in np.unique(self.family[ix]) if (self.family[ix] == f).sum() > 1]
+                        for ix in (g[self.ordered[g] & (self.level[g] > 0)] for g in self.by_group)]
 
     def __len__(self) -> int:
         return len(self.vmaf)

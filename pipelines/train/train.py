@@ -258,14 +258,22 @@ def cached_batch(name: str, cache: features.FeatureCache, idx: np.ndarray,
 
 
 def batch_indices(cache: features.FeatureCache, recipe: Recipe, size: int, rng: np.random.Generator) -> np.ndarray:
-    """Rank-trained recipes: PER_SOURCE items from each of size/PER_SOURCE sources (rank pairs in every
-    batch). Otherwise: VMAF-labelled items drawn at random."""
+    """Rank-trained recipes: PER_SOURCE items from each of size/PER_SOURCE sources, most of them the levels of one
+    of the source's ordered distortions (a ladder) and the rest drawn at random, so every source in the batch
+    brings level pairs. Drawn all at random, four of a source's ~40 items seldom share a distortion, and the
+    orders only rank teaches (noise is not detail; a darker room is worse) got few pairs. Otherwise:
+    VMAF-labelled items drawn at random."""
     if not recipe.rank_weight:
         return rng.choice(cache.labelled, size=size, replace=False)
     per = min(PER_SOURCE, size)
-    groups = rng.choice(len(cache.by_group), size=min(size // per, len(cache.by_group)), replace=False)
-    return np.concatenate([rng.choice(cache.by_group[g], size=min(per, len(cache.by_group[g])), replace=False)
-                           for g in groups])
+    picks = []
+    for g in rng.choice(len(cache.by_group), size=min(size // per, len(cache.by_group)), replace=False):
+        ladders = cache.ladders[g]
+        ladder = ladders[rng.integers(len(ladders))] if ladders else np.empty(0, int)
+        ladder = rng.choice(ladder, size=min(per - 1, len(ladder)), replace=False)
+        rest = np.setdiff1d(cache.by_group[g], ladder)
+        picks += [ladder, rng.choice(rest, size=min(per - len(ladder), len(rest)), replace=False)]
+    return np.concatenate(picks)
 
 
 # --- validation ------------------------------------------------------------------------------
