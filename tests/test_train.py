@@ -381,7 +381,8 @@ def test_lite_defaults_ship_small():
     shipped = {(e["name"], e["variant"]) for e in manifest_entries()}
     assert {("liqe", "lite"), ("mfenet", "lite"), ("gsn", "lite")} <= shipped
     for e in manifest_entries():
-        assert (WEIGHTS_DIR / e["file"]).stat().st_size < 10e6 and e["metrics"] and e["teacher"]
+        # heads plus at most the fine-tuned Lite0 blocks 5–6 (MFENet: 10.7 MB in fp16), never a whole trunk
+        assert (WEIGHTS_DIR / e["file"]).stat().st_size < 12e6 and e["metrics"] and e["teacher"]
 
 
 def test_paper_recipe_trains_on_pixel_crops(tiny_corpus, tmp_path):
