@@ -18,8 +18,11 @@ Frame protocols
   sides ≥ 768 → short side resized to 768 (bilinear, antialiased, long side truncated like
   torchvision ``Resize``); unfold stride 48 if the resized H or W ≥ 1024 else 32; the row-major
   positions ``k·⌊N/15⌋``, k < 15 (all of them when N < 15). 1080p → 1365×768, 15 crops.
-* lite: the same resizing, then a uniform grid of 2×3 crops (3×2 for portrait) from edge to
-  edge: 6 crops of 224, a fifth of the paper's cost per frame, evenly covering the frame.
+* lite: no downscale (short side < 224 → 224 only), then a uniform grid of 2×3 crops (3×2 for
+  portrait) from edge to edge: 6 crops of 224, a fifth of the paper's cost per frame, evenly
+  covering the frame. Native pixels because the lite model learns on native-resolution crops:
+  resized to a 768 short side, a 1080p frame's compression damage shrank with it, and CRF 38 read
+  14 points higher at 1080p than at 720p (tests/test_calibration.py; 5 points at native pixels).
 
 Reconstruction decisions (nothing here is in the official code)
 1. Fewer than 15 unfold positions (frames < 704 px on the long side): take every position once
@@ -344,7 +347,7 @@ class LIQELite(LIQEBase):
 
     TAPS = (1, 2, 3, 4)
 
-    def __init__(self, labels: str = "joint", short_side: int | None = 768, grid: tuple[int, int] = (2, 3),
+    def __init__(self, labels: str = "joint", short_side: int | None = None, grid: tuple[int, int] = (2, 3),
                  embed_dim: int = 256) -> None:
         super().__init__(MODELS["liqe", "lite"], labels, short_side)
         self.grid = grid
@@ -361,8 +364,10 @@ class LIQELite(LIQEBase):
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))  # CLIP's initial temperature
         rows, cols = grid
         self.info = dataclasses.replace(self.info, protocol=(
-            f"short side<224→224; short side→{short_side} if both sides ≥{short_side} (bilinear, antialias); "
-            f"{rows}×{cols} grid of 224 crops edge to edge ({cols}×{rows} for portrait); logits averaged over crops"))
+            "short side<224→224"
+            + (f"; short side→{short_side} if both sides ≥{short_side} (bilinear, antialias)" if short_side
+               else ", else native pixels")
+            + f"; {rows}×{cols} grid of 224 crops edge to edge ({cols}×{rows} for portrait); logits averaged over crops"))
 
     def crop_positions(self, h: int, w: int) -> list[tuple[int, int]]:
         rows, cols = self.grid if w >= h else self.grid[::-1]

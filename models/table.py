@@ -65,7 +65,7 @@ MODELS: dict[tuple[str, str], ModelInfo] = {(r.name, r.variant): r for r in (
          "backbones: the user's files (VAN Apache-2.0, authors ask commercial users to contact them; "
          "CONTRIQUE: no licence file; torchvision BSD-3); quality weights: none shipped yet"),
     _row("liqe", "lite", "NR", (1.0, 5.0), IMAGENET,
-         "short side<224→224; short side→768 if both sides ≥768 (bilinear, antialias); "
+         "short side<224→224, else native pixels; "
          "2×3 grid of 224 crops edge to edge (3×2 for portrait); logits averaged over crops",
          f"{LITE0} + learned label embeddings", LITE_LICENCE.format("liqe"), "liqe-lite.safetensors"),
     _row("liqe", "paper", "NR", (1.0, 5.0), CLIP,
