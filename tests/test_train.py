@@ -273,6 +273,11 @@ def test_feature_cache_grows_by_parts(tiny_corpus, tmp_path):
     assert set(np.asarray(cache.meta["items"])[cache.labelled]) == set(cache.meta["items"]) - relative - \
         {r["item"] for r in appended if r["vmaf"] is None}
 
+    kept = {p.name: p.stat().st_mtime_ns for p in (grown / "cache").glob("*.npy")}
+    other = features.build(grown, appended, seed=1)  # another seed: its own cache, the default one kept
+    assert other.root == grown / "cache-seed1" and other.meta["items"] == cache.meta["items"]
+    assert {p.name: p.stat().st_mtime_ns for p in (grown / "cache").glob("*.npy")} == kept
+
     features.build(grown, appended[::-1])  # not an extension of what is cached: rebuilt from scratch
     assert [p.name for p in features.part_dirs(grown / "cache")] == ["cache"]
 
