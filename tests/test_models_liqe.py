@@ -56,7 +56,7 @@ def test_lite_protocol_covers_the_frame(lite):
     assert positions == [(0, 0), (0, 570), (0, 1141), (544, 0), (544, 570), (544, 1141)]
     assert len(lite.crop_positions(1365, 768)) == 6  # portrait: 3 rows × 2 columns
     assert lite.crop_positions(224, 224) == [(0, 0)]
-    x, n = lite.crops(torch.rand(1, 3, 1080, 1920))  # native pixels: a 1080p frame is not resized (its compression
+    _, n = lite.crops(torch.rand(1, 3, 1080, 1920))  # native pixels: a 1080p frame is not resized (its compression
     assert n == 6 and lite.crop_positions(1080, 1920)[-1] == (856, 1696)  # damage would shrink with it)
 
 

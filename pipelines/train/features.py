@@ -128,8 +128,9 @@ def build(corpus_root: Path, rows: list[dict], seed: int = 0, crops_per_source: 
     """The cache for `rows` (training items: VMAF-labelled and rank-only) in corpus_root/cache, or cache-seedN for
     seed N ≠ 0 (its crops sit elsewhere; a run with another seed must not throw away the default cache, 12 min
     on a 30,000-item corpus). Rows appended since the last build get a new part; a cache that does not match
-    the rows it starts with (another corpus or trunk set) is rebuilt. `frame_fidelity`: also the per-item fidelity features, which only
-    GSN reads (whole-image reads of every item: on 30,000 items, longer than the crops' trunk pass)."""
+    the rows it starts with (another corpus or trunk set) is rebuilt. `frame_fidelity`: also the per-item
+    fidelity features, which only GSN reads (whole-image reads of every item: on 30,000 items, longer than
+    the crops' trunk pass)."""
     out = corpus_root / ("cache" if seed == 0 else f"cache-seed{seed}")
     trunks = _trunks()
     wanted = {"pixels", "ref_pixels"} | {p + a for _, names, ref in trunks.values() for a in names
