@@ -306,6 +306,20 @@ def test_rank_batches_bring_a_level_ladder_of_each_source(tiny_corpus, tmp_path)
         assert (score.grad != 0).sum() >= 4  # two level pairs at least
 
 
+def test_ladders_hold_ordered_levels_and_vmaf_labelled_unordered_items():
+    """Packet loss is unordered (each level loses other datagrams) but VMAF-labelled, so VMAF orders its items and
+    they make a ladder; camera_chain is unordered without VMAF (no pairs), and a family needs two items."""
+    from pipelines.train.features import ladders
+
+    #                    pristine  h264 ×3   packet_loss ×3  camera_chain ×3  jpeg ×1
+    family = np.array([0, 1, 1, 1, 2, 2, 2, 3, 3, 3, 4])
+    level = np.array([0, 1, 2, 3, 1, 2, 3, 1, 2, 3, 1])
+    ordered = np.array([True, True, True, True, False, False, False, False, False, False, True])
+    labelled = np.array([True, False, False, False, True, True, True, False, False, False, True])
+    (got,) = ladders([np.arange(11)], family, level, ordered, labelled)
+    assert [ix.tolist() for ix in got] == [[1, 2, 3], [4, 5, 6]]
+
+
 @pytest.mark.parametrize("name", ["liqe", "gsn", "mfenet", "nemg"])
 def test_train_saves_loadable_partial_weights_and_resumes(tiny_corpus, tmp_path, name):
     out = tmp_path / name
