@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -20,6 +21,7 @@ from skimage import data
 from models import gsn, registry
 from models.weights import WEIGHTS_DIR, WeightsError, load, manifest_entries, read_state_dict
 from monitor.cli import main
+from monitor.errors import InputError
 from pipelines.train import corpus
 from pipelines.train.train import RECIPES, train
 
@@ -280,6 +282,27 @@ def test_feature_cache_grows_by_parts(tiny_corpus, tmp_path):
 
     features.build(grown, appended[::-1])  # not an extension of what is cached: rebuilt from scratch
     assert [p.name for p in features.part_dirs(grown / "cache")] == ["cache"]
+
+
+def test_feature_cache_checks_the_disk_before_its_first_write(tiny_corpus, tmp_path, monkeypatch):
+    """A cache that would not fit stops with the room it needs before writing anything (on a 30,000-item corpus it
+    is 17 GB; a disk that fills under memory-mapped arrays kills the run part way), and one that fits is built."""
+    from pipelines.train import features
+
+    train_rows = [r for r in rows(tiny_corpus) if r["split"] == "train" and (r["vmaf"] is not None or r["teacher"] == "level")]
+    (tmp_path / "images").symlink_to(tiny_corpus / "images")
+    features.build(tmp_path, train_rows, frame_fidelity=False)
+    written = sum(a.nbytes for a in map(lambda f: np.load(f, mmap_mode="r"), (tmp_path / "cache").glob("*.npy")))
+    shutil.rmtree(tmp_path / "cache")
+
+    disk_usage = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: disk_usage(path)._replace(free=int(written * 0.99)))
+    with pytest.raises(InputError, match=rf"^{tmp_path / 'cache'}: the feature cache of {len(train_rows)} crops needs "
+                                         rf"[\d.]+ GB, the disk has [\d.]+ GB free$"):
+        features.build(tmp_path, train_rows, frame_fidelity=False)
+    assert not (tmp_path / "cache").exists()
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: disk_usage(path)._replace(free=int(written * 1.01)))
+    assert len(features.build(tmp_path, train_rows, frame_fidelity=False)) == len(train_rows)
 
 
 def test_rank_batches_bring_a_level_ladder_of_each_source(tiny_corpus, tmp_path):

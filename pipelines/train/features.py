@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from models.backbones.lite0 import IMAGENET_MEAN, IMAGENET_STD, lite0_features
+from monitor.errors import InputError
 from pipelines.train.corpus import read_rgb, stable_rng
 from pipelines.train.losses import DISTORTION_INDEX
 
@@ -139,6 +140,20 @@ def _trunks() -> dict[str, tuple[nn.Module, tuple[str, ...], bool]]:
 
 
 @torch.no_grad()
+def _check_room(out: Path, trunks: dict, crops: int, refs: int) -> None:
+    """Fail before the first write, not part way: a 30,000-item corpus takes 17 GB, and a disk that fills under
+    memory-mapped arrays kills the process (and, on a quota, the user's shell) with no clear message."""
+    x = torch.zeros(1, 3, CROP, CROP)
+    taps = {name: sum(f.numel() * 2 for f in module(x)) for name, (module, _, _) in trunks.items()}  # fp16
+    need = (crops * (CROP * CROP * 3 + sum(taps.values()))
+            + refs * (CROP * CROP * 3 + sum(taps[name] for name, (_, _, ref) in trunks.items() if ref)))
+    free = shutil.disk_usage(out.parent).free
+    if need > free:
+        raise InputError(f"{out}: the feature cache of {crops} crops needs {need / 1e9:.2f} GB, the disk has "
+                         f"{free / 1e9:.2f} GB free")
+
+
+@torch.no_grad()
 def build(corpus_root: Path, rows: list[dict], seed: int = 0, crops_per_source: int = 1, batch: int = 32,
           progress=None, frame_fidelity: bool = True) -> FeatureCache:
     """The cache for `rows` (training items: VMAF-labelled and rank-only) in corpus_root/cache, or cache-seedN for
@@ -171,17 +186,17 @@ def build(corpus_root: Path, rows: list[dict], seed: int = 0, crops_per_source: 
         if frame_fidelity:
             _add_frame_fidelity(corpus_root, rows, parts)
         return FeatureCache(out)
-    part = out / f"part{len(parts)}" if parts else out
-    if part.exists() and part != out:
-        shutil.rmtree(part)  # an interrupted part: started again
-    part.mkdir(parents=True, exist_ok=True)
-
     slot_of = {tuple(s): i for i, s in enumerate(s for m in metas for s in m["slots"])}
     new, slots = crops[len(done):], []  # this part's crops, and the reference slots it adds
     for c in new:
         if c[3] not in slot_of:
             slot_of[c[3]] = len(slot_of)
             slots.append(c[3])
+    part = out / f"part{len(parts)}" if parts else out
+    if part.exists() and part != out:
+        shutil.rmtree(part)  # an interrupted part: started again
+    _check_room(out, trunks, len(new), len(slots))
+    part.mkdir(parents=True, exist_ok=True)
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
 
