@@ -93,8 +93,9 @@ class FeatureCache:
         self._index_labels()
 
     def _index_labels(self) -> None:
-        self.labelled = np.flatnonzero(np.isfinite(self.vmaf))
-        self.ladders = ladders(self.by_group, self.family, self.level, self.ordered, np.isfinite(self.vmaf))
+        labelled = np.isfinite(self.vmaf)
+        self.labelled = np.flatnonzero(labelled)
+        self.ladders = ladders(self.by_group, self.family, self.level, self.ordered, labelled)
 
     def __len__(self) -> int:
         return len(self.vmaf)
