@@ -21,6 +21,7 @@ import contextlib
 import json
 import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -239,7 +240,9 @@ def build(corpus_root: Path, rows: list[dict], seed: int = 0, crops_per_source: 
 
 def _add_frame_fidelity(corpus_root: Path, rows: list[dict], parts: list[Path]) -> None:
     """Write `frame_fidelity.npy` (items × gsn.FIDELITY_FEATURES, float32) into the parts that lack it or hold
-    another number of features."""
+    another number of features. One thread per core, a source's items each (one read of their reference): the
+    work is PNG decoding and whole-image statistics, both of which run outside the GIL (16 min on one core for
+    the 30,000-item corpus)."""
     from models import gsn
 
     row_of = {r["item"]: r for r in rows}
@@ -248,14 +251,22 @@ def _add_frame_fidelity(corpus_root: Path, rows: list[dict], parts: list[Path]) 
         done = part / "frame_fidelity.npy"
         if done.is_file() and np.load(done, mmap_mode="r").shape[1:] == (gsn.FIDELITY_FEATURES,):
             continue
-        items = json.loads((part / "meta.json").read_text())["items"]
+        items = [row_of[i] for i in json.loads((part / "meta.json").read_text())["items"]]
         out = np.lib.format.open_memmap(part / ".frame_fidelity.npy", "w+", np.float32, (len(items), gsn.FIDELITY_FEATURES))
-        ref_path = ref = None
-        for k, item in enumerate(items):
-            r = row_of[item]
-            if r["ref_path"] != ref_path:  # items of a source are consecutive: one read of each reference
-                ref_path, ref = r["ref_path"], to_tensor(r["ref_path"])
-            out[k] = gsn.fidelity(to_tensor(r["path"]), ref, torch.tensor([r["ref_motion"]]))[0].numpy()
+        runs = [[0]] if items else []  # consecutive items of one reference (a source's items are consecutive)
+        for k in range(1, len(items)):
+            if items[k]["ref_path"] == items[k - 1]["ref_path"]:
+                runs[-1].append(k)
+            else:
+                runs.append([k])
+
+        def score(run: list[int]) -> None:
+            ref = to_tensor(items[run[0]]["ref_path"])
+            for k in run:
+                out[k] = gsn.fidelity(to_tensor(items[k]["path"]), ref, torch.tensor([items[k]["ref_motion"]]))[0].numpy()
+
+        with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+            list(pool.map(score, runs))  # list(): a worker's error is raised here
         out.flush()
         os.replace(part / ".frame_fidelity.npy", part / "frame_fidelity.npy")
 
