@@ -211,6 +211,11 @@ def test_packet_loss_is_real_datagram_loss_concealed_by_the_decoder(tmp_path, mo
     assert lossy[:gram] == ts[:gram] and 0 in pids(ts[:gram])  # the first datagram carries the PAT: spared
     damaged, _ = corpus.decode_stream(lossy, order)
     assert any(f is None or not np.array_equal(f, c) for f, c in zip(damaged, clean))  # concealed, not clean
+    # sparing the first picture: a loss heavy enough to hit it (30 % of the datagrams) leaves it intact
+    (spared, _), = corpus.lossy_streams(ts, [0.3], corpus.stable_rng(3, "test"), spare_first_picture=True)
+    damaged, _ = corpus.decode_stream(spared, order)
+    assert np.array_equal(damaged[0], clean[0])
+    assert any(f is None or not np.array_equal(f, c) for f, c in zip(damaged[1:], clean[1:]))
 
     items = corpus.run_loss_job(tmp_path / "out", 3, source, pan=True)
     assert len(items) == corpus.PAN_PICKS * len(corpus.PACKET_LOSS)
