@@ -58,7 +58,7 @@ CARD = """# {name}/{variant}: default weights ({version})
   Distortions: H.264, HEVC, VP9, AV1 over a CRF sweep; adaptive-bitrate rungs (downscale ×1.5–3,
   H.264/HEVC, upscale back; 720p video: 540p–270p rungs); real packet loss on the pan clips (an H.264
   MPEG-TS stream losing 0.1–1.5 % of its UDP datagrams, concealed by FFmpeg's decoder, VMAF as a value
-  label; in corpora built after it was added); JPEG, JPEG 2000, down-up scaling, Gaussian, defocus and motion blur,
+  label; half the pans spare their keyframe; in corpora built after these were added); JPEG, JPEG 2000, down-up scaling, Gaussian, defocus and motion blur,
   Gaussian and signal-dependent sensor noise, banding, packet-loss block damage, exposure,
   contrast, white balance, over-sharpening, two- and three-fault camera chains, and on every
   training photo camera shake, a dim room and a backlit subject at three levels
