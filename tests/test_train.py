@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
 
 import numpy as np
@@ -302,7 +303,7 @@ def test_feature_cache_checks_the_disk_before_its_first_write(tiny_corpus, tmp_p
 
     disk_usage = shutil.disk_usage
     monkeypatch.setattr(shutil, "disk_usage", lambda path: disk_usage(path)._replace(free=int(written * 0.99)))
-    with pytest.raises(InputError, match=rf"^{tmp_path / 'cache'}: the feature cache of {len(train_rows)} crops needs "
+    with pytest.raises(InputError, match=rf"^{re.escape(str(tmp_path / 'cache'))}: the feature cache of {len(train_rows)} crops needs "
                                          rf"[\d.]+ GB, the disk has [\d.]+ GB free$"):
         features.build(tmp_path, train_rows, frame_fidelity=False)
     assert not (tmp_path / "cache").exists()

@@ -18,6 +18,7 @@ another set of them (built before GSN-lite read motion), gets them (again); its 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import shutil
@@ -253,12 +254,8 @@ def _add_frame_fidelity(corpus_root: Path, rows: list[dict], parts: list[Path]) 
             continue
         items = [row_of[i] for i in json.loads((part / "meta.json").read_text())["items"]]
         out = np.lib.format.open_memmap(part / ".frame_fidelity.npy", "w+", np.float32, (len(items), gsn.FIDELITY_FEATURES))
-        runs = [[0]] if items else []  # consecutive items of one reference (a source's items are consecutive)
-        for k in range(1, len(items)):
-            if items[k]["ref_path"] == items[k - 1]["ref_path"]:
-                runs[-1].append(k)
-            else:
-                runs.append([k])
+        # consecutive items of one reference (a source's items are consecutive)
+        runs = [list(run) for _, run in itertools.groupby(range(len(items)), key=lambda k: items[k]["ref_path"])]
 
         def score(run: list[int]) -> None:
             ref = to_tensor(items[run[0]]["ref_path"])
