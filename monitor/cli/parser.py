@@ -175,7 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--minutes", type=float, help="wall-clock budget: fit the step count to it")
     t.add_argument("--batch", type=int, help="items per step (default: the recipe's)")
     t.add_argument("--lr", type=float, help="peak learning rate (default: the recipe's)")
-    t.add_argument("--seed", type=int, default=0, help="initialisation and data order (default 0)")
+    t.add_argument("--seed", type=int, default=0,
+                   help="initialisation, training crops and batch order (default 0); lite recipes build a "
+                        "feature cache per seed (17 GB on the full corpus)")
     t.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     t.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints (default 100)")
     t.add_argument("--val-items", type=int, default=120,
