@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
+import torch
 from rich.console import Console
 from rich.table import Table
 
@@ -76,8 +77,7 @@ def main() -> None:
     add("VMAF (teacher)", np.array([r["vmaf"] for r in rows], dtype=float))
     for label, name, weights in models:
         model = registry.create(name, weights=weights)
-        lo, hi = model.info.native_range
-        add(label, 100 * (evaluate.predict(model, items) - lo) / (hi - lo))
+        add(label, model.normalise(torch.from_numpy(evaluate.predict(model, items))).numpy())
     Console().print(table)
 
 
