@@ -22,7 +22,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from models.base import QualityModel
-from models.table import MODELS, VARIANTS, default_weights
+from models.table import MODELS, VARIANTS, default_weights, no_default_weights
 from models.weights import WeightsError, load
 
 MODULES = {name: row.module for (name, _), row in MODELS.items()}  # name → module, in table order
@@ -57,7 +57,7 @@ def create(
         entry = default_weights(name, variant)
         if entry is None:
             raise WeightsError(
-                f"no trained weights ship for {name}/{variant}: pass weights=<path to a checkpoint>, "
+                f"{no_default_weights(name, variant)}: pass weights=<path to a checkpoint>, "
                 f"or weights=None for an explicitly untrained model"
             )
         load(model, entry["file"], expected_sha256=entry["sha256"])

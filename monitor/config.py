@@ -124,7 +124,7 @@ class ModelSpec:
 
 def parse_model(text) -> ModelSpec:
     """`name[/variant][:weights]`, checked against the model table: a known model, and weights that exist."""
-    from models.table import MODELS, VARIANTS, default_weights
+    from models.table import MODELS, VARIANTS, default_weights, no_default_weights
 
     if not isinstance(text, str) or not text:
         raise InputError(f"{text!r}: expected a model such as liqe, gsn/lite or nemg:untrained")
@@ -136,8 +136,7 @@ def parse_model(text) -> ModelSpec:
     if spec.variant not in VARIANTS:
         raise InputError(f"{text!r}: unknown variant {spec.variant!r} (known: {', '.join(VARIANTS)})")
     if spec.weights == "default" and default_weights(name, spec.variant) is None:
-        raise InputError(f"{text!r}: no trained weights ship for {name}/{spec.variant} "
-                         f"(give {head}:PATH or {head}:untrained)")
+        raise InputError(f"{text!r}: {no_default_weights(name, spec.variant)} (give {head}:PATH or {head}:untrained)")
     if spec.weights not in ("default", None) and not os.path.isfile(spec.weights):
         raise InputError(f"{text!r}: no such weights file {spec.weights}")
     return spec

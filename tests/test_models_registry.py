@@ -19,6 +19,22 @@ def test_default_weights_missing_is_a_clear_error():
         registry.create("gsn", "paper")
 
 
+def test_a_retired_default_says_why_and_stays_loadable_by_path():
+    """mfenet-lite v3 left the defaults (flat on soft footage): asking for it names the card; its file loads by path."""
+    from models.table import WEIGHTS_DIR
+    from monitor.config import parse_model
+    from monitor.errors import InputError
+
+    with pytest.raises(WeightsError, match=r"mfenet/lite; models/weights/mfenet-lite\.md says why"):
+        registry.create("mfenet")
+    with pytest.raises(InputError, match=r"mfenet-lite\.md says why \(give mfenet:PATH or mfenet:untrained\)"):
+        parse_model("mfenet")
+    path = WEIGHTS_DIR / "v3" / "mfenet-lite.safetensors"
+    assert path.name in (WEIGHTS_DIR / "mfenet-lite.md").read_text()
+    model = registry.create("mfenet", weights=str(path))
+    assert model.trained and model.weights_sha256 == "082158dc0489df47da56cd440c171e7b8996a426052b7044b2f6f02253784def"
+
+
 def test_untrained_model_is_marked(untrained):
     assert untrained.weights_sha256 is None and not untrained.trained
     assert not untrained.training
