@@ -16,9 +16,11 @@ class Push:
         self.clip, self.url, self.fmt = clip, url, fmt
         self._proc: subprocess.Popen | None = None
 
-    def start(self, attempts: int = 5) -> "Push":
-        """Start publishing; retry while the listener is between accept slices (connection refused for a moment)."""
-        for _ in range(attempts):
+    def start(self, within_s: float = 5.0) -> "Push":
+        """Start publishing; retry while the listener is between accept slices (connection refused for a moment, longer
+        on a busy machine), as an encoder in the field retries."""
+        deadline = time.monotonic() + within_s
+        while True:
             self._proc = subprocess.Popen(
                 [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-re", "-i", self.clip, "-c", "copy", "-f", self.fmt, self.url],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -28,8 +30,9 @@ class Push:
                 return self  # connected and pushing
             if self._proc.returncode == 0 or not ("refused" in err or "Input/output error" in err):  # SRT says EIO
                 raise RuntimeError(f"ffmpeg push exited with {self._proc.returncode}: {err.strip()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no listener accepted the push within {within_s:.0f} s")
             time.sleep(0.1)
-        raise RuntimeError(f"no listener accepted the push after {attempts} attempts")
 
     def wait(self, timeout_s: float) -> int:
         """Exit status once the clip has been pushed to its end."""
