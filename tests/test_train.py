@@ -429,7 +429,7 @@ def test_lite_defaults_ship_small():
     shipped = {(e["name"], e["variant"]) for e in manifest_entries()}
     assert {("liqe", "lite"), ("gsn", "lite")} <= shipped
     for e in manifest_entries():
-        # heads plus at most the fine-tuned Lite0 blocks 5–6 (MFENet: 10.7 MB in fp16), never a whole trunk
+        # heads plus at most the fine-tuned Lite0 blocks 5–6 (MFENet v3: 10.7 MB in fp16), never a whole trunk
         assert (WEIGHTS_DIR / e["file"]).stat().st_size < 12e6 and e["metrics"] and e["teacher"]
 
 
