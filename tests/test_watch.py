@@ -11,12 +11,12 @@ import threading
 import time
 from datetime import datetime
 
-import imageio_ffmpeg
 import numpy as np
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
 from broker import Broker, free_port
+from rtmp import Push
 from monitor.samples import encode, panned_frames
 from monitor.sinks.parquet import read
 
@@ -29,8 +29,9 @@ def broker():
 
 
 def push(clip: str, url: str) -> None:
-    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-re", "-i", clip, "-c", "copy", "-f", "flv", url],
-                   check=True, timeout=60)
+    """Push the whole clip, retrying while the listener is between accept slices (tests/rtmp.py)."""
+    with Push(clip, url) as publisher:
+        assert publisher.wait(timeout_s=60) == 0
 
 
 def kafka_messages(bootstrap: str, topic: str):
