@@ -21,7 +21,7 @@ The training split gets video the same way from pan clips: a camera pan over eac
 training still, captured and mastered like real footage (`pan_frames`). Clips and pan clips also
 lose packets for real (`run_loss_job`): a live TS stream, lost datagrams, the decoder's concealment.
 Training stills also get the capture faults of real camera photos (`CAPTURE`: shake, a dim room, backlight),
-and every second one a shallow-focus render of itself (`shallow_focus`), a pristine source of its own.
+and with `focus` every second one a shallow-focus render of itself (`shallow_focus`), a pristine source of its own.
 
 Scale: VMAF is already 0–100, higher is better. Models with a [0, 1] native range train on
 VMAF/100, LIQE's 1–5 levels on 1 + 4·VMAF/100 (see `label_scale` in pipelines/train/train.py), so a shipped
@@ -102,7 +102,7 @@ CAPTURE: dict[str, tuple[list, str, str]] = {
     "low_light": ([1, 2, 3], "underexposure", "level"),
     "backlight": ([1, 2, 3], "underexposure", "level"),
 }
-# Shallow-focus stills (training): every FOCUS_EVERY-th training still rendered as a wide-aperture lens takes it
+# Shallow-focus stills (training, with `build(focus=True)`, on trial): every FOCUS_EVERY-th training still rendered as a wide-aperture lens takes it
 # (`shallow_focus`) becomes a pristine source of its own: its pixel faults, codec sweep and ladder are labelled
 # against it. Why: a sharp subject before a defocused background is a pristine picture to people and to VMAF,
 # but models taught on sharp photos alone read it as blurred (close-ups of authentic-dev, the cockatoo and bikes
@@ -889,8 +889,10 @@ def _safe(key: str) -> str:
 
 
 def build(root: str | Path, out: str | Path, seed: int = 0, workers: int = 2,
-          train: tuple[str, ...] = DEFAULT_TRAIN, val: tuple[str, ...] = DEFAULT_VAL, progress=None) -> Path:
-    """Build (or resume) the corpus in `out`; returns the path of corpus.parquet.
+          train: tuple[str, ...] = DEFAULT_TRAIN, val: tuple[str, ...] = DEFAULT_VAL, focus: bool = False,
+          progress=None) -> Path:
+    """Build (or resume) the corpus in `out`; returns the path of corpus.parquet. `focus`: add the shallow-focus
+    sources (`focus_sources`), on trial: the shipped weights did not train on them.
 
     `progress` (rich's Progress or the CLI's log-line stand-in) is shown the jobs and the teacher's
     labels: a build takes hours, and one run under nohup must say how far it is."""
@@ -903,7 +905,7 @@ def build(root: str | Path, out: str | Path, seed: int = 0, workers: int = 2,
     jobs_dir.mkdir(parents=True, exist_ok=True)
     sources = find_sources(root, train, val)
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        jobs = plan(sources + focus_sources(out, sources, seed, pool), seed)
+        jobs = plan(sources + (focus_sources(out, sources, seed, pool) if focus else []), seed)
         done = {p.stem for p in jobs_dir.glob("*.json")}
         todo = [j for j in jobs if _safe(j.key) not in done]
         task = progress.add_task(f"corpus: {len(todo)} of {len(jobs)} jobs to run", total=len(todo))
@@ -944,8 +946,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     ap.add_argument("--train", nargs="+", default=list(DEFAULT_TRAIN), help="subfolders used for training")
     ap.add_argument("--val", nargs="+", default=list(DEFAULT_VAL), help="subfolders held out for validation")
+    ap.add_argument("--focus", action="store_true", help="add the shallow-focus sources (on trial)")
     args = ap.parse_args(argv)
-    path = build(args.pristine, args.out, args.seed, args.workers, tuple(args.train), tuple(args.val))
+    path = build(args.pristine, args.out, args.seed, args.workers, tuple(args.train), tuple(args.val), args.focus)
     t = pq.read_table(path)
     print(f"{path}: {t.num_rows} items, {len(set(t['source'].to_pylist()))} sources")
     return 0
