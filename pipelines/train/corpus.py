@@ -795,8 +795,8 @@ def focus_sources(out: Path, sources: list[Source], seed: int, pool: ProcessPool
     focus = [Source(out / "sources" / "focus" / f"{_safe(s.key)}.png", "train", f"focus:{s.subset}", f"focus:{s.key}")
              for s in stills[::FOCUS_EVERY]]
     todo = [(s.path, f.path, seed, f.key) for s, f in zip(stills[::FOCUS_EVERY], focus) if not f.path.is_file()]
-    for _ in pool.map(render_focus, *zip(*todo)) if todo else ():
-        pass
+    if todo:
+        list(pool.map(render_focus, *zip(*todo)))
     return focus
 
 
@@ -804,22 +804,30 @@ def render_focus(src: Path, dst: Path, seed: int, key: str) -> None:
     save_png(shallow_focus(read_pristine(src), stable_rng(seed, "focus", key)), dst)
 
 
-def _still_jobs(stills: list[Source]) -> list[Job]:
+def _size(s: Source) -> tuple[int, int]:
+    """The size a still is scored at (its header is read, not its pixels)."""
+    with Image.open(s.path) as im:
+        return pristine_size(*im.size)
+
+
+def _as_dict(s: Source) -> dict:
+    return {"path": str(s.path), "split": s.split, "subset": s.subset, "key": s.key}
+
+
+def _still_jobs(stills: list[Source], sizes: dict[str, tuple[int, int]]) -> list[Job]:
     """The codec sweep and ladder rungs of stills, one all-intra encode per size for all stills of that size."""
     by_size: dict[tuple[int, int], list[dict]] = {}
     for s in stills:
-        with Image.open(s.path) as im:
-            w, h = pristine_size(*im.size)
-        by_size.setdefault((w, h), []).append({"path": str(s.path), "split": s.split, "subset": s.subset, "key": s.key})
+        by_size.setdefault(sizes[s.key], []).append(_as_dict(s))
     jobs = []
     for (w, h), group in sorted(by_size.items()):
+        tag = f"{w}x{h}-{zlib.crc32(''.join(g['key'] for g in group).encode()):08x}"
         for codec, (_, crfs, _) in CODECS.items():
             for level, crf in enumerate(crfs, start=1):
-                jobs.append(Job("codec", f"codec-{codec}{level}-{w}x{h}-{zlib.crc32(''.join(g['key'] for g in group).encode()):08x}",
+                jobs.append(Job("codec", f"codec-{codec}{level}-{tag}",
                                 {"codec": codec, "crf": crf, "level": level, "sources": group}))
         for rung in range(1, len(LADDER) + 1):
-            jobs.append(Job("ladder", f"ladder{rung}-{w}x{h}-{zlib.crc32(''.join(g['key'] for g in group).encode()):08x}",
-                            {"rung": rung, "sources": group}))
+            jobs.append(Job("ladder", f"ladder{rung}-{tag}", {"rung": rung, "sources": group}))
     return jobs
 
 
@@ -829,41 +837,30 @@ def plan(sources: list[Source], seed: int) -> list[Job]:
     built before keeps its row order (and its feature cache) when they are added."""
     focus = [s for s in sources if s.subset.startswith("focus:")]
     sources = [s for s in sources if s not in focus]
-    jobs: list[Job] = []
     stills = [s for s in sources if s.path.suffix.lower() not in VIDEO_EXTS]
+    sizes = {s.key: _size(s) for s in stills + focus}
+    jobs: list[Job] = []
     for s in sources:
-        as_dict = {"path": str(s.path), "split": s.split, "subset": s.subset, "key": s.key}
         if s in stills:
-            jobs.append(Job("pixel", f"pixel-{s.key}", {"seed": seed, "source": as_dict}))
-            jobs.append(Job("soft", f"soft-{s.key}", {"seed": seed, "source": as_dict}))
+            jobs.append(Job("pixel", f"pixel-{s.key}", {"seed": seed, "source": _as_dict(s)}))
+            jobs.append(Job("soft", f"soft-{s.key}", {"seed": seed, "source": _as_dict(s)}))
         else:
-            jobs.append(Job("video", f"video-{s.key}", {"source": as_dict}))
-    jobs += _still_jobs(stills)
-    large = []
-    for s in stills:
-        with Image.open(s.path) as im:
-            w, h = pristine_size(*im.size)
-        if s.split == "train" and max(w, h) >= PAN_MIN_SIDE:
-            large.append(s)
-    for s in large[::PAN_EVERY]:  # last in the plan: a corpus built before pan clips existed keeps its row order
-        jobs.append(Job("pan", f"pan-{s.key}", {"seed": seed, "source": {"path": str(s.path), "split": s.split,
-                                                                         "subset": s.subset, "key": s.key}}))
+            jobs.append(Job("video", f"video-{s.key}", {"source": _as_dict(s)}))
+    jobs += _still_jobs(stills, sizes)
+    pans = [s for s in stills if s.split == "train" and max(sizes[s.key]) >= PAN_MIN_SIDE][::PAN_EVERY]
+    for s in pans:  # after the older jobs: a corpus built before pan clips existed keeps its row order
+        jobs.append(Job("pan", f"pan-{s.key}", {"seed": seed, "source": _as_dict(s)}))
     for s in sources:  # after the pan clips, for the same reason: real packet loss on every clip and pan clip
-        as_dict = {"path": str(s.path), "split": s.split, "subset": s.subset, "key": s.key}
         if s not in stills:
-            jobs.append(Job("loss", f"loss-{s.key}", {"seed": seed, "source": as_dict, "pan": False}))
-    for s in large[::PAN_EVERY]:
-        jobs.append(Job("loss", f"loss-pan-{s.key}", {"seed": seed, "source": {"path": str(s.path), "split": s.split,
-                                                                               "subset": s.subset, "key": s.key},
-                                                      "pan": True}))
+            jobs.append(Job("loss", f"loss-{s.key}", {"seed": seed, "source": _as_dict(s), "pan": False}))
+    for s in pans:
+        jobs.append(Job("loss", f"loss-pan-{s.key}", {"seed": seed, "source": _as_dict(s), "pan": True}))
     for s in stills:  # last, for the same reason
         if s.split == "train":
-            jobs.append(Job("capture", f"capture-{s.key}", {"seed": seed, "source": {
-                "path": str(s.path), "split": s.split, "subset": s.subset, "key": s.key}}))
+            jobs.append(Job("capture", f"capture-{s.key}", {"seed": seed, "source": _as_dict(s)}))
     for s in focus:
-        jobs.append(Job("pixel", f"pixel-{s.key}", {"seed": seed, "source": {
-            "path": str(s.path), "split": s.split, "subset": s.subset, "key": s.key}}))
-    return jobs + _still_jobs(focus)
+        jobs.append(Job("pixel", f"pixel-{s.key}", {"seed": seed, "source": _as_dict(s)}))
+    return jobs + _still_jobs(focus, sizes)
 
 
 def _run(out: Path, job: Job) -> list[dict]:
