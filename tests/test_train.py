@@ -167,39 +167,6 @@ def test_pan_clips_come_from_large_training_stills_last_in_the_plan(tmp_path):
     assert [j.args["source"]["key"] for j in jobs[-len(pans):]] == [j.args["source"]["key"] for j in pans]  # on them
 
 
-def test_shallow_focus_sources_keep_their_subject_sharp_and_come_last_in_the_plan(tmp_path):
-    """A shallow-focus render leaves the subject as it was and softens the background; every FOCUS_EVERY-th
-    training still gets one (rendered once, then reused), as a pristine source whose pixel faults, codec sweep and
-    ladder come after every other job (no pan, packet loss, soft-noise or capture jobs of their own)."""
-    img = np.asarray(Image.fromarray(data.astronaut()).resize((384, 384)))
-    rng = corpus.stable_rng(0, "focus", "test")
-    focused = corpus.shallow_focus(img, rng)
-    rng = corpus.stable_rng(0, "focus", "test")  # the same draws: where the subject is
-    cy, cx, ry, rx = 384 * rng.uniform(0.3, 0.7), 384 * rng.uniform(0.3, 0.7), 384 * rng.uniform(0.15, 0.35), 384 * rng.uniform(0.15, 0.35)
-    yy, xx = np.mgrid[0:384, 0:384]
-    dist = np.hypot((yy - cy) / ry, (xx - cx) / rx)
-    assert np.array_equal(focused[dist < 0.9], img[dist < 0.9])  # in focus: untouched
-    lap = lambda x: np.abs(ndimage.laplace(x.mean(-1).astype(np.float32)))  # noqa: E731
-    far = dist > 2.5
-    assert lap(focused)[far].mean() < 0.5 * lap(img)[far].mean()  # behind it: soft
-    for folder, n in (("train", 4), ("val", 2)):
-        (tmp_path / "pristine" / folder).mkdir(parents=True)
-        for i in range(n):
-            Image.fromarray(data.coffee()).resize((320, 240)).save(tmp_path / "pristine" / folder / f"{i}.png")
-    sources = corpus.find_sources(tmp_path / "pristine", ("train",), ("val",))
-    with corpus.ProcessPoolExecutor(max_workers=1) as pool:
-        focus = corpus.focus_sources(tmp_path / "out", sources, 0, pool)
-        first = [f.path.read_bytes() for f in focus]
-        assert [f.path.read_bytes() for f in corpus.focus_sources(tmp_path / "out", sources, 0, pool)] == first
-    assert [f.key for f in focus] == [f"focus:train/{i}" for i in range(0, 4, corpus.FOCUS_EVERY)]
-    jobs = corpus.plan(sources + focus, seed=0)
-    tail = [j for j in jobs if any(f.key in j.key or f.key in {g["key"] for g in j.args.get("sources", [])}
-                                   for f in focus)]
-    assert jobs[-len(tail):] == tail
-    assert {j.kind for j in tail} == {"pixel", "codec", "ladder"}
-    assert len([j for j in tail if j.kind == "codec"]) == sum(len(c) for _, c, _ in corpus.CODECS.values())
-
-
 def test_capture_faults_grow_with_their_level():
     """Camera shake smears more detail, a dimmer room leaves a darker picture, a harder backlight a flatter subject
     against a brighter background, level by level; a shake kernel keeps the picture's brightness."""

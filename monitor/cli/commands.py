@@ -555,7 +555,7 @@ def cmd_corpus(args) -> int:
     with _progress() as progress:
         path = corpus.build(args.pristine, args.out, seed=args.seed, workers=args.workers,
                             train=corpus.DEFAULT_TRAIN if args.train is None else tuple(args.train),
-                            val=tuple(args.val or corpus.DEFAULT_VAL), focus=args.focus, progress=progress)
+                            val=tuple(args.val or corpus.DEFAULT_VAL), progress=progress)
     rows = corpus.load(args.out).to_pylist()
     for split in ("train", "val"):
         part = [r for r in rows if r["split"] == split]

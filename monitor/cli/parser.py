@@ -165,9 +165,6 @@ def build_parser() -> argparse.ArgumentParser:
                         "none: `--train` alone, e.g. to build only held-out video)")
     c.add_argument("--val", nargs="+", metavar="SUBFOLDER",
                    help="subfolders held out for validation (default: bsds500/test kodak24 video)")
-    c.add_argument("--focus", action="store_true",
-                   help="also render every 2nd training still with a shallow focus, as a pristine source of its own "
-                        "(on trial: the shipped weights did not train on it)")
     c.set_defaults(func=commands.cmd_corpus)
 
     t = sub.add_parser("train", help="train a quality model on a corpus (resumes from OUT/checkpoint.pt)")

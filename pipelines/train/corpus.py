@@ -20,8 +20,7 @@ motion term as VMAF measures it in use; 24 evenly spaced frames per encode becom
 The training split gets video the same way from pan clips: a camera pan over each large
 training still, captured and mastered like real footage (`pan_frames`). Clips and pan clips also
 lose packets for real (`run_loss_job`): a live TS stream, lost datagrams, the decoder's concealment.
-Training stills also get the capture faults of real camera photos (`CAPTURE`: shake, a dim room, backlight),
-and with `focus` every second one a shallow-focus render of itself (`shallow_focus`), a pristine source of its own.
+Training stills also get the capture faults of real camera photos (`CAPTURE`: shake, a dim room, backlight).
 
 Scale: VMAF is already 0–100, higher is better. Models with a [0, 1] native range train on
 VMAF/100, LIQE's 1–5 levels on 1 + 4·VMAF/100 (see `label_scale` in pipelines/train/train.py), so a shipped
@@ -102,14 +101,6 @@ CAPTURE: dict[str, tuple[list, str, str]] = {
     "low_light": ([1, 2, 3], "underexposure", "level"),
     "backlight": ([1, 2, 3], "underexposure", "level"),
 }
-# Shallow-focus stills (training, with `build(focus=True)`, on trial): every FOCUS_EVERY-th training still rendered as a wide-aperture lens takes it
-# (`shallow_focus`) becomes a pristine source of its own: its pixel faults, codec sweep and ladder are labelled
-# against it. Why: a sharp subject before a defocused background is a pristine picture to people and to VMAF,
-# but models taught on sharp photos alone read it as blurred (close-ups of authentic-dev, the cockatoo and bikes
-# clips, whose codec damage they then ranked poorly).
-FOCUS_EVERY = 2
-FOCUS_RADIUS = (3.0, 9.0)  # the background's largest defocus disc (px), drawn per picture
-FOCUS_LAYERS = 4
 SHAKE_LENGTH = [0.012, 0.024, 0.045]  # extent of the shake path per level, as a share of the picture's long side
 # Adaptive-bitrate ladder of the clips: (encoded height, codec, CRF), rungs below the clip's own height only.
 VIDEO_LADDER: list[tuple[int, str, int]] = [(720, "h264", 23), (540, "h264", 26), (540, "hevc", 30), (360, "h264", 28),
@@ -333,25 +324,6 @@ def _disc_blur(f: np.ndarray, r: float) -> np.ndarray:
     disc = (xx ** 2 + yy ** 2 <= r * r).astype(np.float32)
     padded = np.pad(f, ((k, k), (k, k), (0, 0)), mode="symmetric")
     return np.stack([signal.fftconvolve(padded[..., c], disc / disc.sum(), mode="valid") for c in range(3)], -1)
-
-
-def shallow_focus(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """The still as a wide-aperture lens takes it: a subject in focus (an ellipse around a point near the
-    middle) and a background that grows softer with its distance from the subject, up to a disc of
-    FOCUS_RADIUS px, blended from FOCUS_LAYERS discs of growing radius."""
-    h, w = img.shape[:2]
-    cy, cx = h * rng.uniform(0.3, 0.7), w * rng.uniform(0.3, 0.7)
-    ry, rx = h * rng.uniform(0.15, 0.35), w * rng.uniform(0.15, 0.35)
-    yy, xx = np.mgrid[0:h, 0:w]
-    depth = np.clip(np.hypot((yy - cy) / ry, (xx - cx) / rx) - 1.0, 0.0, 1.0)  # 0 in focus, 1 far behind it
-    f = img.astype(np.float32)
-    radii = np.linspace(0.0, rng.uniform(*FOCUS_RADIUS), FOCUS_LAYERS + 1)
-    pos = depth * FOCUS_LAYERS  # where each pixel lies between the layers
-    out = np.zeros_like(f)
-    for i, r in enumerate(radii):
-        weight = np.clip(1.0 - np.abs(pos - i), 0.0, 1.0)[..., None]
-        out += weight * (_disc_blur(f, r) if r else f)
-    return _clip(out)
 
 
 def _linear(f: np.ndarray) -> np.ndarray:
@@ -788,22 +760,6 @@ def find_sources(root: Path, train: tuple[str, ...], val: tuple[str, ...]) -> li
     return sources
 
 
-def focus_sources(out: Path, sources: list[Source], seed: int, pool: ProcessPoolExecutor) -> list[Source]:
-    """Every FOCUS_EVERY-th training still rendered with a shallow focus into DIR/sources/focus/ (once; the
-    renders are deterministic from the seed), as pristine sources of subset `focus:SUBSET`."""
-    stills = [s for s in sources if s.split == "train" and s.path.suffix.lower() in IMAGE_EXTS]
-    focus = [Source(out / "sources" / "focus" / f"{_safe(s.key)}.png", "train", f"focus:{s.subset}", f"focus:{s.key}")
-             for s in stills[::FOCUS_EVERY]]
-    todo = [(s.path, f.path, seed, f.key) for s, f in zip(stills[::FOCUS_EVERY], focus) if not f.path.is_file()]
-    if todo:
-        list(pool.map(render_focus, *zip(*todo)))
-    return focus
-
-
-def render_focus(src: Path, dst: Path, seed: int, key: str) -> None:
-    save_png(shallow_focus(read_pristine(src), stable_rng(seed, "focus", key)), dst)
-
-
 def _size(s: Source) -> tuple[int, int]:
     """The size a still is scored at (its header is read, not its pixels)."""
     with Image.open(s.path) as im:
@@ -832,13 +788,10 @@ def _still_jobs(stills: list[Source], sizes: dict[str, tuple[int, int]]) -> list
 
 
 def plan(sources: list[Source], seed: int) -> list[Job]:
-    """Every job of a corpus. Shallow-focus sources (subset `focus:…`) get their pixel faults, codec sweep and
-    ladder, last of all; the kinds of job added to the recipe later come after the older ones, so a corpus
+    """Every job of a corpus. The kinds of job added to the recipe later come after the older ones, so a corpus
     built before keeps its row order (and its feature cache) when they are added."""
-    focus = [s for s in sources if s.subset.startswith("focus:")]
-    sources = [s for s in sources if s not in focus]
     stills = [s for s in sources if s.path.suffix.lower() not in VIDEO_EXTS]
-    sizes = {s.key: _size(s) for s in stills + focus}
+    sizes = {s.key: _size(s) for s in stills}
     jobs: list[Job] = []
     for s in sources:
         if s in stills:
@@ -858,9 +811,7 @@ def plan(sources: list[Source], seed: int) -> list[Job]:
     for s in stills:  # last, for the same reason
         if s.split == "train":
             jobs.append(Job("capture", f"capture-{s.key}", {"seed": seed, "source": _as_dict(s)}))
-    for s in focus:
-        jobs.append(Job("pixel", f"pixel-{s.key}", {"seed": seed, "source": _as_dict(s)}))
-    return jobs + _still_jobs(focus, sizes)
+    return jobs
 
 
 def _run(out: Path, job: Job) -> list[dict]:
@@ -886,10 +837,9 @@ def _safe(key: str) -> str:
 
 
 def build(root: str | Path, out: str | Path, seed: int = 0, workers: int = 2,
-          train: tuple[str, ...] = DEFAULT_TRAIN, val: tuple[str, ...] = DEFAULT_VAL, focus: bool = False,
+          train: tuple[str, ...] = DEFAULT_TRAIN, val: tuple[str, ...] = DEFAULT_VAL,
           progress=None) -> Path:
-    """Build (or resume) the corpus in `out`; returns the path of corpus.parquet. `focus`: add the shallow-focus
-    sources (`focus_sources`), on trial: the shipped weights did not train on them.
+    """Build (or resume) the corpus in `out`; returns the path of corpus.parquet.
 
     `progress` (rich's Progress or the CLI's log-line stand-in) is shown the jobs and the teacher's
     labels: a build takes hours, and one run under nohup must say how far it is."""
@@ -902,7 +852,7 @@ def build(root: str | Path, out: str | Path, seed: int = 0, workers: int = 2,
     jobs_dir.mkdir(parents=True, exist_ok=True)
     sources = find_sources(root, train, val)
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        jobs = plan(sources + (focus_sources(out, sources, seed, pool) if focus else []), seed)
+        jobs = plan(sources, seed)
         done = {p.stem for p in jobs_dir.glob("*.json")}
         todo = [j for j in jobs if _safe(j.key) not in done]
         task = progress.add_task(f"corpus: {len(todo)} of {len(jobs)} jobs to run", total=len(todo))
@@ -943,9 +893,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     ap.add_argument("--train", nargs="+", default=list(DEFAULT_TRAIN), help="subfolders used for training")
     ap.add_argument("--val", nargs="+", default=list(DEFAULT_VAL), help="subfolders held out for validation")
-    ap.add_argument("--focus", action="store_true", help="add the shallow-focus sources (on trial)")
     args = ap.parse_args(argv)
-    path = build(args.pristine, args.out, args.seed, args.workers, tuple(args.train), tuple(args.val), args.focus)
+    path = build(args.pristine, args.out, args.seed, args.workers, tuple(args.train), tuple(args.val))
     t = pq.read_table(path)
     print(f"{path}: {t.num_rows} items, {len(set(t['source'].to_pylist()))} sources")
     return 0
