@@ -837,8 +837,7 @@ def _safe(key: str) -> str:
 
 
 def build(root: str | Path, out: str | Path, seed: int = 0, workers: int = 2,
-          train: tuple[str, ...] = DEFAULT_TRAIN, val: tuple[str, ...] = DEFAULT_VAL,
-          progress=None) -> Path:
+          train: tuple[str, ...] = DEFAULT_TRAIN, val: tuple[str, ...] = DEFAULT_VAL, progress=None) -> Path:
     """Build (or resume) the corpus in `out`; returns the path of corpus.parquet.
 
     `progress` (rich's Progress or the CLI's log-line stand-in) is shown the jobs and the teacher's
